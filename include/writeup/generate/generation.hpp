@@ -1,0 +1,40 @@
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "writeup/generate/sampling_params.hpp"
+
+namespace writeup::model {
+class GPT2Model;
+}
+namespace writeup::text {
+class BpeTokenizer;
+}
+
+namespace writeup::generate {
+
+struct GenerationRequest {
+  std::vector<int> prompt;  // token ids, at least one
+  SamplingParams params;    // max_tokens, sampling, stop strings, seed
+  int n = 1;                // independent sequences sharing the prompt
+};
+
+struct GeneratedSequence {
+  std::vector<int> tokens;    // new tokens (EOS excluded)
+  std::string text;           // their text, cut before a stop string
+  std::string finish_reason;  // "stop" (EOS or stop string) or "length"
+};
+
+// Called after each new token of sequence `index` with the text it completed (may be empty).
+using TokenCallback = std::function<void(int index, int token, const std::string& text)>;
+
+// Runs one request to completion on `model`: one prefill shared by the n sequences, then
+// batched decode steps. Throws std::invalid_argument when the prompt is empty or prompt +
+// max_tokens exceeds the context.
+std::vector<GeneratedSequence> generate(const model::GPT2Model& model,
+                                        const text::BpeTokenizer& tokenizer,
+                                        const GenerationRequest& request,
+                                        const TokenCallback& on_token = {});
+
+}  // namespace writeup::generate

@@ -1,0 +1,72 @@
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "writeup/model/gpt2_config.hpp"
+#include "writeup/model/gpt2_weights.hpp"
+#include "writeup/model/kv_cache.hpp"
+
+namespace writeup::model {
+
+// One sequence's share of a batched forward step: `tokens` are appended to cache slot
+// `slot` at positions start, start+1, ... (start = tokens already cached for it).
+// A prefill is a chunk with many tokens; a decode step is a chunk with one.
+struct SequenceChunk {
+  int slot = 0;
+  int start = 0;
+  std::vector<int> tokens;
+};
+
+struct LoadOptions {
+  std::string device = "cpu";  // "cpu", "cuda", "cuda:N"
+  std::string dtype = "auto";  // auto (float32 on CPU, float16 on CUDA), float32, float16, bfloat16
+};
+
+// GPT-2 with a KV cache. Thread-compatible: one thread (the model's worker) calls forward.
+class GPT2Model {
+ public:
+  // Loads config.json + model.safetensors from a Hugging Face model directory.
+  static std::shared_ptr<GPT2Model> load(const std::filesystem::path& dir,
+                                         const LoadOptions& options = {});
+  GPT2Model(GPT2Config config, GPT2Weights weights, c10::Device device, c10::ScalarType dtype,
+            std::string fingerprint);
+
+  const GPT2Config& config() const { return config_; }
+  const GPT2Weights& weights() const { return weights_; }
+  c10::Device device() const { return device_; }
+  c10::ScalarType dtype() const { return dtype_; }
+  // Stable hash of the weights file's header and size (hex), for cache keys.
+  const std::string& fingerprint() const { return fingerprint_; }
+
+  KVCache make_cache(int slots, int max_tokens = 0) const;  // 0 = n_positions
+
+  // Runs every chunk in one batch, writes their keys/values into `cache`, and returns float32
+  // logits on the CPU: [chunks, V] for each chunk's last token, or [total tokens, V] with
+  // `all_logits`. Throws std::invalid_argument when a chunk would run past the context.
+  at::Tensor forward(std::span<const SequenceChunk> chunks, KVCache& cache,
+                     bool all_logits = false) const;
+
+ private:
+  at::Tensor attention(const at::Tensor& qkv, std::span<const SequenceChunk> chunks,
+                       KVCache& cache, int layer) const;
+  at::Tensor block(const at::Tensor& x, std::span<const SequenceChunk> chunks, KVCache& cache,
+                   int layer) const;
+
+  GPT2Config config_;
+  GPT2Weights weights_;
+  c10::Device device_;
+  c10::ScalarType dtype_;
+  std::string fingerprint_;
+};
+
+// Stable fingerprint of a safetensors file (header bytes and file size).
+std::string model_fingerprint(const SafetensorsFile& file);
+
+}  // namespace writeup::model

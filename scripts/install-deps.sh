@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs every Debian package writeup needs to build, test and benchmark.
+# Idempotent: packages already present are skipped by apt. Works as root or via sudo.
+set -euo pipefail
+
+PACKAGES=(
+  # build tools
+  build-essential cmake ninja-build pkg-config ccache git
+  # libraries
+  libtorch-dev libopenblas0-pthread
+  libboost-dev libboost-program-options-dev
+  nlohmann-json3-dev libspdlog-dev libfmt-dev
+  libhiredis-dev libpcre2-dev
+  libgtest-dev libgmock-dev
+  # services and test clients
+  redis-server curl
+  python3 python3-pytest python3-websockets python3-requests
+)
+# node and npm run the JS reference tokenizer; some images ship a Node.js whose
+# package conflicts with Debian's npm, so take Debian's only when node is absent.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+fi
+
+# The npm reference tokenizer (gpt-3-encoder) used by the tokenizer cross-check test.
+# Installed into tests/node (ignored by git); skipped when already there.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ ! -f "$ROOT/tests/node/node_modules/gpt-3-encoder/package.json" ]; then
+  echo "install-deps: npm install gpt-3-encoder"
+  (cd "$ROOT/tests/node" && npm install --no-audit --no-fund --loglevel=error)
+fi

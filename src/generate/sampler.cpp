@@ -1,0 +1,109 @@
+#include "writeup/generate/sampler.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+#include <unordered_set>
+
+#include "writeup/util/hash.hpp"
+
+namespace writeup::generate {
+
+std::uint64_t sequence_seed(std::uint64_t seed, int index) {
+  return splitmix64(splitmix64(seed) ^ (0x5851f42d4c957f2dULL * (static_cast<std::uint64_t>(index) + 1)));
+}
+
+Sampler::Sampler(const SamplingParams& params, int index, std::span<const int> prompt)
+    : params_(params), rng_(sequence_seed(params.seed, index)), prompt_(prompt.begin(), prompt.end()) {
+  params_.validate();
+}
+
+void Sampler::observe(int token) { ++generated_[token]; }
+
+double Sampler::uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+
+std::vector<double> Sampler::adjusted(std::span<const float> logits) const {
+  std::vector<double> a(logits.begin(), logits.end());
+  const auto in_range = [&](int t) { return t >= 0 && static_cast<std::size_t>(t) < a.size(); };
+  if (params_.repetition_penalty != 1.0f) {
+    std::unordered_set<int> seen(prompt_.begin(), prompt_.end());
+    for (const auto& [t, n] : generated_) seen.insert(t);
+    for (int t : seen) {
+      if (!in_range(t)) continue;
+      a[t] = a[t] > 0 ? a[t] / params_.repetition_penalty : a[t] * params_.repetition_penalty;
+    }
+  }
+  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
+    for (const auto& [t, n] : generated_) {
+      if (in_range(t)) a[t] -= params_.presence_penalty + params_.frequency_penalty * n;
+    }
+  }
+  return a;
+}
+
+std::vector<std::pair<int, double>> Sampler::candidates(std::span<const float> logits) const {
+  if (logits.empty()) throw std::invalid_argument("sampler got empty logits");
+  std::vector<double> a = adjusted(logits);
+  const int V = static_cast<int>(a.size());
+  // Higher score first; equal scores by lower id, so ties never depend on sort internals.
+  const auto better = [&](int x, int y) { return a[x] > a[y] || (a[x] == a[y] && x < y); };
+  if (params_.greedy()) {
+    int best = 0;
+    for (int i = 1; i < V; ++i) {
+      if (better(i, best)) best = i;
+    }
+    return {{best, 1.0}};
+  }
+  for (double& v : a) v /= params_.temperature;
+  std::vector<int> ids(static_cast<std::size_t>(V));
+  std::iota(ids.begin(), ids.end(), 0);
+  const bool top_p = params_.top_p < 1.0f;
+  if (params_.top_k > 0 && params_.top_k < V) {
+    std::partial_sort(ids.begin(), ids.begin() + params_.top_k, ids.end(), better);
+    ids.resize(static_cast<std::size_t>(params_.top_k));
+  } else if (top_p) {
+    std::sort(ids.begin(), ids.end(), better);
+  }
+  double max = -INFINITY;
+  for (int i : ids) max = std::max(max, a[i]);
+  std::vector<std::pair<int, double>> out;
+  out.reserve(ids.size());
+  double sum = 0;
+  for (int i : ids) {
+    const double p = std::exp(a[i] - max);
+    out.emplace_back(i, p);
+    sum += p;
+  }
+  if (top_p) {
+    // Keep the most likely tokens until their mass reaches top_p (at least one).
+    double mass = 0;
+    std::size_t keep = 0;
+    while (keep < out.size() && mass < params_.top_p * sum) mass += out[keep++].second;
+    out.resize(std::max<std::size_t>(keep, 1));
+    sum = 0;
+    for (const auto& c : out) sum += c.second;
+  }
+  for (auto& c : out) c.second /= sum;
+  return out;
+}
+
+int Sampler::sample(std::span<const float> logits) {
+  const auto cands = candidates(logits);
+  int token = cands.back().first;
+  if (cands.size() > 1) {
+    const double u = uniform();
+    double cum = 0;
+    for (const auto& [id, p] : cands) {
+      cum += p;
+      if (u < cum) {
+        token = id;
+        break;
+      }
+    }
+  }
+  observe(token);
+  return token;
+}
+
+}  // namespace writeup::generate

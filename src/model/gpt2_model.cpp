@@ -1,0 +1,166 @@
+#include "writeup/model/gpt2_model.hpp"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <cmath>
+#include <stdexcept>
+
+#include "writeup/model/errors.hpp"
+#include "writeup/util/hash.hpp"
+
+namespace writeup::model {
+namespace {
+
+c10::ScalarType parse_dtype(const std::string& name, const c10::Device& device) {
+  if (name == "auto") return device.is_cpu() ? at::kFloat : at::kHalf;
+  if (name == "float32" || name == "fp32") return at::kFloat;
+  if (name == "float16" || name == "fp16") return at::kHalf;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  throw std::invalid_argument("unknown dtype '" + name +
+                              "' (expected auto, float32, float16 or bfloat16)");
+}
+
+c10::Device parse_device(const std::string& name) {
+  try {
+    return c10::Device(name);
+  } catch (const std::exception&) {
+    throw std::invalid_argument("unknown device '" + name + "' (expected cpu or cuda[:N])");
+  }
+}
+
+// y = x @ W + b with HF Conv1D weights [in, out].
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  return at::addmm(bias, x, weight);
+}
+
+}  // namespace
+
+std::string model_fingerprint(const SafetensorsFile& file) {
+  std::uint64_t h = fnv1a64(file.header());
+  h = splitmix64(h ^ file.file_size());
+  return to_hex64(h);
+}
+
+std::shared_ptr<GPT2Model> GPT2Model::load(const std::filesystem::path& dir,
+                                           const LoadOptions& options) {
+  if (!std::filesystem::is_directory(dir)) {
+    throw ModelError(dir.string() + ": model directory does not exist");
+  }
+  const auto device = parse_device(options.device);
+  auto dtype = parse_dtype(options.dtype, device);
+  if (device.is_cpu() && dtype != at::kFloat) {
+    dtype = at::kFloat;  // CPU kernels for half GEMM are slow or missing: compute in float32
+  }
+  auto config = GPT2Config::from_file(dir / "config.json");
+  const auto weights_path = dir / "model.safetensors";
+  if (!std::filesystem::exists(weights_path)) {
+    throw ModelError(dir.string() + ": no model.safetensors (convert .bin checkpoints first)");
+  }
+  auto file = SafetensorsFile::open(weights_path);
+  auto fingerprint = model_fingerprint(*file);
+  auto weights = load_gpt2_weights(file, config, device, dtype);
+  return std::make_shared<GPT2Model>(std::move(config), std::move(weights), device, dtype,
+                                     std::move(fingerprint));
+}
+
+GPT2Model::GPT2Model(GPT2Config config, GPT2Weights weights, c10::Device device,
+                     c10::ScalarType dtype, std::string fingerprint)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      device_(device),
+      dtype_(dtype),
+      fingerprint_(std::move(fingerprint)) {}
+
+KVCache GPT2Model::make_cache(int slots, int max_tokens) const {
+  if (max_tokens <= 0) max_tokens = config_.n_positions;
+  return KVCache(config_, slots, max_tokens, at::TensorOptions().dtype(dtype_).device(device_));
+}
+
+at::Tensor GPT2Model::forward(std::span<const SequenceChunk> chunks, KVCache& cache,
+                              bool all_logits) const {
+  c10::InferenceMode guard;
+  if (chunks.empty()) throw std::invalid_argument("forward needs at least one sequence");
+  std::vector<std::int64_t> ids, pos, last_rows;
+  for (const auto& c : chunks) {
+    if (c.tokens.empty()) throw std::invalid_argument("a sequence chunk has no tokens");
+    if (c.slot < 0 || c.slot >= cache.slots()) {
+      throw std::invalid_argument("KV-cache slot " + std::to_string(c.slot) + " out of range");
+    }
+    const auto end = static_cast<std::int64_t>(c.start) + static_cast<std::int64_t>(c.tokens.size());
+    if (c.start < 0 || end > cache.max_tokens()) {
+      throw std::invalid_argument(
+          "sequence of " + std::to_string(end) + " tokens exceeds the model context of " +
+          std::to_string(cache.max_tokens()) + " tokens");
+    }
+    for (std::size_t i = 0; i < c.tokens.size(); ++i) {
+      if (c.tokens[i] < 0 || c.tokens[i] >= config_.vocab_size) {
+        throw std::invalid_argument("token id " + std::to_string(c.tokens[i]) +
+                                    " is outside the vocabulary");
+      }
+      ids.push_back(c.tokens[i]);
+      pos.push_back(c.start + static_cast<std::int64_t>(i));
+    }
+    last_rows.push_back(static_cast<std::int64_t>(ids.size()) - 1);
+  }
+  const auto long_opts = at::TensorOptions().dtype(at::kLong);
+  const auto ids_t = at::tensor(ids, long_opts).to(device_);
+  const auto pos_t = at::tensor(pos, long_opts).to(device_);
+  // [N, C] token + position embeddings for every new token of every chunk
+  at::Tensor x = weights_.wte.index_select(0, ids_t) + weights_.wpe.index_select(0, pos_t);
+  for (int l = 0; l < config_.n_layer; ++l) x = block(x, chunks, cache, l);
+  x = at::layer_norm(x, {config_.n_embd}, weights_.ln_f_weight, weights_.ln_f_bias,
+                     config_.layer_norm_epsilon);  // [N, C]
+  if (!all_logits) x = x.index_select(0, at::tensor(last_rows, long_opts).to(device_));
+  at::Tensor logits = at::mm(x, weights_.lm_head.t());  // [B, V]
+  return logits.to(at::kCPU, at::kFloat).contiguous();
+}
+
+at::Tensor GPT2Model::block(const at::Tensor& x, std::span<const SequenceChunk> chunks,
+                            KVCache& cache, int layer) const {
+  const auto& b = weights_.h[static_cast<std::size_t>(layer)];
+  const double eps = config_.layer_norm_epsilon;
+  at::Tensor h = at::layer_norm(x, {config_.n_embd}, b.ln_1_weight, b.ln_1_bias, eps);  // [N, C]
+  at::Tensor qkv = linear(h, b.attn_c_attn_weight, b.attn_c_attn_bias);              // [N, 3C]
+  at::Tensor a = attention(qkv, chunks, cache, layer);                               // [N, C]
+  at::Tensor x1 = x + linear(a, b.attn_c_proj_weight, b.attn_c_proj_bias);           // [N, C]
+  h = at::layer_norm(x1, {config_.n_embd}, b.ln_2_weight, b.ln_2_bias, eps);          // [N, C]
+  at::Tensor m = at::gelu(linear(h, b.mlp_c_fc_weight, b.mlp_c_fc_bias), "tanh");     // [N, 4C]
+  return x1 + linear(m, b.mlp_c_proj_weight, b.mlp_c_proj_bias);                     // [N, C]
+}
+
+at::Tensor GPT2Model::attention(const at::Tensor& qkv, std::span<const SequenceChunk> chunks,
+                                KVCache& cache, int layer) const {
+  const std::int64_t C = config_.n_embd, H = config_.n_head, D = config_.head_dim();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  at::Tensor out = at::empty({qkv.size(0), C}, qkv.options());  // [N, C]
+  std::int64_t row = 0;
+  for (const auto& c : chunks) {
+    const std::int64_t t = static_cast<std::int64_t>(c.tokens.size());
+    const std::int64_t total = c.start + t;
+    const auto rows = qkv.narrow(0, row, t);                            // [t, 3C]
+    const auto q = rows.narrow(1, 0, C).view({t, H, D}).transpose(0, 1);      // [H, t, D]
+    const auto k = rows.narrow(1, C, C).view({t, H, D}).transpose(0, 1);      // [H, t, D]
+    const auto v = rows.narrow(1, 2 * C, C).view({t, H, D}).transpose(0, 1);  // [H, t, D]
+    at::Tensor kc = cache.keys(layer, c.slot);                          // [H, T, D]
+    at::Tensor vc = cache.values(layer, c.slot);                        // [H, T, D]
+    kc.narrow(1, c.start, t).copy_(k);
+    vc.narrow(1, c.start, t).copy_(v);
+    const auto keys = kc.narrow(1, 0, total);                           // [H, total, D]
+    const auto values = vc.narrow(1, 0, total);                         // [H, total, D]
+    at::Tensor scores = at::matmul(q, keys.transpose(1, 2)).mul_(scale);  // [H, t, total]
+    if (t > 1) {
+      // Causal: new token i (at position start+i) sees positions 0..start+i.
+      const auto mask = at::ones({t, total}, at::TensorOptions().dtype(at::kBool).device(device_))
+                            .triu(c.start + 1);
+      scores.masked_fill_(mask, -std::numeric_limits<float>::infinity());
+    }
+    const auto probs = at::softmax(scores, -1, at::kFloat).to(scores.scalar_type());
+    const auto y = at::matmul(probs, values);                           // [H, t, D]
+    out.narrow(0, row, t).copy_(y.transpose(0, 1).reshape({t, C}));
+    row += t;
+  }
+  return out;
+}
+
+}  // namespace writeup::model

@@ -1,0 +1,110 @@
+// writeup-generate: run a model directory on one prompt and print the continuations.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "cli_args.hpp"
+#include "writeup/generate/generation.hpp"
+#include "writeup/model/gpt2_model.hpp"
+#include "writeup/text/bpe_tokenizer.hpp"
+#include "writeup/util/threads.hpp"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: writeup-generate --model DIR --prompt TEXT [options]
+  --max-tokens N        new tokens per sequence (default 32)
+  --n N                 sequences (default 1)
+  --temperature T       0 = greedy (default 1)
+  --top-k K             0 = off (default 0)
+  --top-p P             1 = off (default 1)
+  --repetition-penalty R, --presence-penalty P, --frequency-penalty F
+  --stop TEXT           stop string (not included)
+  --seed S              default 42
+  --device D            cpu (default), cuda, cuda:N
+  --dtype T             auto (default), float32, float16, bfloat16
+  --threads N           intra-op threads (default: one per core)
+  --ids                 print token ids instead of text
+  --timing              print load, prefill and decode timings to stderr
+)";
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+int run(int argc, char** argv) {
+  writeup::tools::CliArgs args(
+      argc, argv,
+      {"model", "prompt", "max-tokens", "n", "temperature", "top-k", "top-p",
+       "repetition-penalty", "presence-penalty", "frequency-penalty", "stop", "seed", "device",
+       "dtype", "threads"},
+      {"ids", "timing", "help"});
+  if (args.has("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  writeup::configure_threads(args.get_int("threads", 0));
+  const auto t_load = Clock::now();
+  const std::string dir = args.require("model");
+  auto model = writeup::model::GPT2Model::load(
+      dir, {args.get("device", "cpu"), args.get("dtype", "auto")});
+  auto tokenizer = writeup::text::BpeTokenizer::from_model_dir(dir);
+  const double load_ms = ms_since(t_load);
+
+  writeup::generate::GenerationRequest req;
+  req.prompt = tokenizer->encode(args.require("prompt"));
+  req.n = args.get_int("n", 1);
+  auto& p = req.params;
+  p.max_tokens = args.get_int("max-tokens", 32);
+  p.temperature = static_cast<float>(args.get_double("temperature", 1.0));
+  p.top_k = args.get_int("top-k", 0);
+  p.top_p = static_cast<float>(args.get_double("top-p", 1.0));
+  p.repetition_penalty = static_cast<float>(args.get_double("repetition-penalty", 1.0));
+  p.presence_penalty = static_cast<float>(args.get_double("presence-penalty", 0.0));
+  p.frequency_penalty = static_cast<float>(args.get_double("frequency-penalty", 0.0));
+  p.seed = args.get_u64("seed", 42);
+  if (args.has("stop")) p.stop.push_back(args.get("stop", ""));
+
+  const auto t_start = Clock::now();
+  Clock::time_point t_first{}, t_last{};
+  long tokens = 0;
+  auto results = writeup::generate::generate(*model, *tokenizer, req, [&](int, int, const std::string&) {
+    t_last = Clock::now();
+    if (tokens++ == 0) t_first = t_last;
+  });
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (results.size() > 1) std::cout << "=== " << i << " (" << results[i].finish_reason << ") ===\n";
+    if (args.has("ids")) {
+      for (std::size_t k = 0; k < results[i].tokens.size(); ++k) {
+        std::cout << (k ? " " : "") << results[i].tokens[k];
+      }
+      std::cout << "\n";
+    } else {
+      std::cout << results[i].text << "\n";
+    }
+  }
+  if (args.has("timing")) {
+    const double first_ms = tokens ? std::chrono::duration<double, std::milli>(t_first - t_start).count() : 0;
+    const double decode_ms = std::chrono::duration<double, std::milli>(t_last - t_first).count();
+    std::fprintf(stderr,
+                 "load_ms=%.1f prompt_tokens=%zu first_token_ms=%.2f generated_tokens=%ld "
+                 "decode_tokens_per_s=%.2f\n",
+                 load_ms, req.prompt.size(), first_ms, tokens,
+                 tokens > 1 && decode_ms > 0 ? (tokens - 1) * 1000.0 / decode_ms : 0.0);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "writeup-generate: " << e.what() << "\n" << kUsage;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "writeup-generate: " << e.what() << "\n";
+    return 1;
+  }
+}
