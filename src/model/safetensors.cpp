@@ -51,6 +51,11 @@ TensorInfo parse_entry(const std::string& name, const nlohmann::json& e, const s
   t.begin = off[0].get<std::uint64_t>();
   t.end = off[1].get<std::uint64_t>();
   if (t.end < t.begin) throw ModelError(where + ": data_offsets end before they begin");
+  if (t.end > data_bytes) {
+    throw ModelError(where + ": data_offsets [" + std::to_string(t.begin) + ", " +
+                     std::to_string(t.end) + ") run past the end of the data (" +
+                     std::to_string(data_bytes) + " bytes; truncated?)");
+  }
   // numel x element size, guarding against overflow from lying headers.
   std::uint64_t bytes = dtype_size(t.dtype);
   bool too_big = false;
@@ -65,11 +70,6 @@ TensorInfo parse_entry(const std::string& name, const nlohmann::json& e, const s
     throw ModelError(where + ": shape and dtype need " +
                      (too_big ? std::string("more than the file holds") : std::to_string(bytes)) +
                      " bytes but data_offsets span " + std::to_string(t.end - t.begin));
-  }
-  if (t.end > data_bytes) {
-    throw ModelError(where + ": data_offsets [" + std::to_string(t.begin) + ", " +
-                     std::to_string(t.end) + ") run past the end of the data (" +
-                     std::to_string(data_bytes) + " bytes)");
   }
   return t;
 }

@@ -5,12 +5,19 @@
 namespace writeup::text {
 namespace {
 
-// Length of the valid sequence starting at s[i]: >0 valid, 0 invalid, -n incomplete
-// (a valid prefix of n bytes that runs into the end of the string).
-int sequence_length(std::string_view s, std::size_t i) {
+enum class Kind { valid, incomplete, invalid };
+struct Sequence {
+  Kind kind;
+  std::size_t length;  // valid: its bytes; incomplete: bytes present; invalid: the maximal
+                       // subpart to replace with one U+FFFD (at least 1)
+};
+
+// Classifies the sequence that starts at s[i] (Unicode "maximal subpart" rules, as Python's
+// and WHATWG's decoders apply them).
+Sequence sequence_at(std::string_view s, std::size_t i) {
   const auto b0 = static_cast<unsigned char>(s[i]);
-  if (b0 < 0x80) return 1;
-  int len;
+  if (b0 < 0x80) return {Kind::valid, 1};
+  std::size_t len;
   unsigned char lo = 0x80, hi = 0xBF;  // allowed range for the second byte
   if (b0 >= 0xC2 && b0 <= 0xDF) {
     len = 2;
@@ -23,24 +30,24 @@ int sequence_length(std::string_view s, std::size_t i) {
     if (b0 == 0xF0) lo = 0x90;  // no overlongs
     if (b0 == 0xF4) hi = 0x8F;  // nothing above U+10FFFF
   } else {
-    return 0;
+    return {Kind::invalid, 1};
   }
-  for (int k = 1; k < len; ++k) {
-    if (i + k >= s.size()) return -k;
+  for (std::size_t k = 1; k < len; ++k) {
+    if (i + k >= s.size()) return {Kind::incomplete, k};
     const auto b = static_cast<unsigned char>(s[i + k]);
     const unsigned char l = (k == 1) ? lo : 0x80, h = (k == 1) ? hi : 0xBF;
-    if (b < l || b > h) return 0;
+    if (b < l || b > h) return {Kind::invalid, k};
   }
-  return len;
+  return {Kind::valid, len};
 }
 
 }  // namespace
 
 std::optional<std::size_t> find_invalid_utf8(std::string_view s) {
   for (std::size_t i = 0; i < s.size();) {
-    const int n = sequence_length(s, i);
-    if (n <= 0) return i;
-    i += static_cast<std::size_t>(n);
+    const auto seq = sequence_at(s, i);
+    if (seq.kind != Kind::valid) return i;
+    i += seq.length;
   }
   return std::nullopt;
 }
@@ -59,9 +66,9 @@ void require_utf8(std::string_view s, std::string_view what) {
 
 std::size_t complete_utf8_prefix(std::string_view s) {
   for (std::size_t i = 0; i < s.size();) {
-    const int n = sequence_length(s, i);
-    if (n < 0) return i;  // incomplete tail: hold it back
-    i += (n == 0) ? 1 : static_cast<std::size_t>(n);
+    const auto seq = sequence_at(s, i);
+    if (seq.kind == Kind::incomplete) return i;  // hold the tail back
+    i += seq.length;
   }
   return s.size();
 }
@@ -70,15 +77,13 @@ std::string sanitize_utf8(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size();) {
-    const int n = sequence_length(s, i);
-    if (n > 0) {
-      out.append(s.substr(i, static_cast<std::size_t>(n)));
-      i += static_cast<std::size_t>(n);
+    const auto seq = sequence_at(s, i);
+    if (seq.kind == Kind::valid) {
+      out.append(s.substr(i, seq.length));
     } else {
-      // One U+FFFD per maximal invalid subpart (an incomplete valid prefix counts as one).
-      out.append("\xEF\xBF\xBD");
-      i += (n < 0) ? static_cast<std::size_t>(-n) : 1;
+      out.append("\xEF\xBF\xBD");  // one U+FFFD per maximal invalid subpart
     }
+    i += seq.length;
   }
   return out;
 }

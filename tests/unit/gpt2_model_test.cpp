@@ -1,0 +1,158 @@
+// Golden tests against Hugging Face transformers (fixtures golden.json and
+// golden_logits.safetensors, produced on CPU in float32).
+#include "writeup/model/gpt2_model.hpp"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "test_support.hpp"
+#include "writeup/generate/generation.hpp"
+#include "writeup/model/safetensors.hpp"
+#include "writeup/text/bpe_tokenizer.hpp"
+
+using namespace writeup::model;
+namespace t = writeup::test;
+
+namespace {
+
+nlohmann::json golden_cases() { return t::load_json(t::data_dir() / "golden.json")["cases"]; }
+
+// The reference logits of the last rows of a case: [R, V].
+at::Tensor golden_logits(const std::string& name) {
+  static auto file = SafetensorsFile::open(t::data_dir() / "golden_logits.safetensors");
+  const auto* info = file->find(name + ".logits");
+  if (!info) throw std::runtime_error("no golden logits for " + name);
+  return at::from_blob(const_cast<std::byte*>(file->data(*info)), info->shape, at::kFloat).clone();
+}
+
+at::Tensor all_logits(const GPT2Model& m, const std::vector<int>& ids) {
+  auto cache = m.make_cache(1);
+  std::vector<SequenceChunk> chunks{{0, 0, ids}};
+  return m.forward(chunks, cache, /*all_logits=*/true);
+}
+
+struct Layout {
+  const char* dir;
+  double tolerance;
+};
+const Layout kLayouts[] = {{"tiny-gpt2", 1e-4}, {"tiny-gpt2-hub", 1e-4}, {"tiny-gpt2-f16", 2e-2}};
+
+}  // namespace
+
+TEST(GPT2Model, LogitsMatchTransformersForEveryCaseAndLayout) {
+  for (const auto& layout : kLayouts) {
+    auto model = GPT2Model::load(t::model_dir(layout.dir));
+    for (const auto& c : golden_cases()) {
+      const auto name = c["name"].get<std::string>();
+      const auto ids = c["ids"].get<std::vector<int>>();
+      const auto want = golden_logits(name);                        // [R, V]
+      const auto got = all_logits(*model, ids);                     // [T, V]
+      ASSERT_EQ(got.size(0), static_cast<std::int64_t>(ids.size()));
+      const auto rows = got.narrow(0, got.size(0) - want.size(0), want.size(0));
+      const double diff = (rows - want).abs().max().item<double>();
+      EXPECT_LT(diff, layout.tolerance) << layout.dir << " / " << name;
+      if (c.contains("last_top5_ids") && layout.tolerance < 1e-3) {
+        const auto top = std::get<1>(rows[-1].topk(5));
+        for (int k = 0; k < 5; ++k) {
+          EXPECT_EQ(top[k].item<std::int64_t>(), c["last_top5_ids"][k].get<int>()) << name;
+        }
+      }
+    }
+  }
+}
+
+TEST(GPT2Model, FullContextCaseRunsAtExactlyNPositions) {
+  auto model = GPT2Model::load(t::model_dir("tiny-gpt2"));
+  for (const auto& c : golden_cases()) {
+    if (c["name"] != "full") continue;
+    const auto ids = c["ids"].get<std::vector<int>>();
+    ASSERT_EQ(static_cast<int>(ids.size()), model->config().n_positions);
+    const auto got = all_logits(*model, ids);
+    EXPECT_LT((got.narrow(0, 60, 4) - golden_logits("full")).abs().max().item<double>(), 1e-4);
+  }
+}
+
+TEST(GPT2Model, GreedyContinuationsMatchTokenForToken) {
+  auto tok = writeup::text::BpeTokenizer::from_model_dir(t::model_dir("tiny-gpt2"));
+  for (const char* dir : {"tiny-gpt2", "tiny-gpt2-hub"}) {
+    auto model = GPT2Model::load(t::model_dir(dir));
+    for (const auto& c : golden_cases()) {
+      if (!c.contains("greedy_new_ids")) continue;
+      const auto want = c["greedy_new_ids"].get<std::vector<int>>();
+      writeup::generate::GenerationRequest req;
+      req.prompt = c["ids"].get<std::vector<int>>();
+      EXPECT_EQ(tok->encode(c["text"].get<std::string>()), req.prompt);
+      req.params.temperature = 0;
+      req.params.max_tokens = static_cast<int>(want.size());
+      const auto out = writeup::generate::generate(*model, *tok, req);
+      ASSERT_EQ(out.size(), 1u);
+      EXPECT_EQ(out[0].tokens, want) << dir << " / " << c["name"];
+      EXPECT_EQ(out[0].text, c["greedy_new_text"].get<std::string>());
+      EXPECT_EQ(out[0].finish_reason, "length");
+    }
+  }
+}
+
+TEST(GPT2Model, KvCacheDecodeEqualsFullForward) {
+  auto model = GPT2Model::load(t::model_dir("tiny-gpt2"));
+  std::vector<int> ids;
+  for (const auto& c : golden_cases()) {
+    if (c["name"] == "seed") ids = c["ids"].get<std::vector<int>>();
+  }
+  ASSERT_EQ(ids.size(), 32u);
+  const auto full = all_logits(*model, ids);  // [32, V]
+  auto cache = model->make_cache(1);
+  const int prefix = 20;
+  std::vector<SequenceChunk> chunks{{0, 0, {ids.begin(), ids.begin() + prefix}}};
+  auto logits = model->forward(chunks, cache);
+  EXPECT_LT((logits[0] - full[prefix - 1]).abs().max().item<double>(), 1e-5);
+  for (int p = prefix; p < 32; ++p) {
+    chunks = {{0, p, {ids[p]}}};
+    logits = model->forward(chunks, cache);
+    EXPECT_LT((logits[0] - full[p]).abs().max().item<double>(), 1e-5) << "position " << p;
+  }
+}
+
+TEST(GPT2Model, BatchedChunksAtDifferentPositionsEqualSeparateRuns) {
+  auto model = GPT2Model::load(t::model_dir("tiny-gpt2"));
+  const std::vector<int> a = {464, 2068, 7586, 21831, 18045}, b = {15496}, c = {13564, 929, 13};
+  // Separately.
+  auto cache1 = model->make_cache(3);
+  std::vector<SequenceChunk> one{{0, 0, a}};
+  const auto la = model->forward(one, cache1);
+  one = {{1, 0, b}};
+  const auto lb = model->forward(one, cache1);
+  one = {{2, 0, c}};
+  const auto lc = model->forward(one, cache1);
+  // Together: a prefill, and decode steps for two sequences at other positions.
+  auto cache2 = model->make_cache(3);
+  std::vector<SequenceChunk> prefill{{1, 0, b}, {2, 0, {c[0], c[1]}}};
+  model->forward(prefill, cache2);
+  std::vector<SequenceChunk> mixed{{2, 2, {c[2]}}, {0, 0, a}};
+  const auto lm = model->forward(mixed, cache2);
+  EXPECT_LT((lm[0] - lc[0]).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((lm[1] - la[0]).abs().max().item<double>(), 1e-5);
+  // Next decode step, both sequences, equals a one-sequence run on the first cache.
+  std::vector<SequenceChunk> step{{0, 5, {11}}, {1, 1, {11}}};
+  const auto ls = model->forward(step, cache2);
+  one = {{1, 1, {11}}};
+  EXPECT_LT((ls[1] - model->forward(one, cache1)[0]).abs().max().item<double>(), 1e-5);
+  (void)lb;
+}
+
+TEST(GPT2Model, RejectsAPromptLongerThanTheContext) {
+  auto model = GPT2Model::load(t::model_dir("tiny-gpt2"));
+  auto cache = model->make_cache(1);
+  std::vector<SequenceChunk> chunks{{0, 0, std::vector<int>(65, 11)}};
+  try {
+    model->forward(chunks, cache);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("65 tokens exceeds the model context of 64"), std::string::npos)
+        << e.what();
+  }
+  chunks = {{0, 0, {50257}}};
+  EXPECT_THROW(model->forward(chunks, cache), std::invalid_argument);
+  chunks = {{3, 0, {1}}};
+  EXPECT_THROW(model->forward(chunks, cache), std::invalid_argument);
+}
