@@ -58,15 +58,38 @@ std::vector<std::pair<int, double>> Sampler::candidates(std::span<const float> l
   for (double& v : a) v /= params_.temperature;
   std::vector<int> ids(static_cast<std::size_t>(V));
   std::iota(ids.begin(), ids.end(), 0);
-  const bool top_p = params_.top_p < 1.0f;
   if (params_.top_k > 0 && params_.top_k < V) {
     std::partial_sort(ids.begin(), ids.begin() + params_.top_k, ids.end(), better);
     ids.resize(static_cast<std::size_t>(params_.top_k));
-  } else if (top_p) {
-    std::sort(ids.begin(), ids.end(), better);
   }
   double max = -INFINITY;
   for (int i : ids) max = std::max(max, a[i]);
+  double total = 0;
+  for (int i : ids) total += std::exp(a[i] - max);
+  if (params_.top_p < 1.0f) {
+    // The most likely tokens until their mass reaches top_p (at least one). Sorting the whole
+    // vocabulary costs milliseconds and LM distributions are peaked, so sort a prefix of 64,
+    // then 1024, and everything only when those do not hold enough mass.
+    std::vector<std::pair<double, int>> scored;  // (score, id): contiguous for the sort
+    scored.reserve(ids.size());
+    for (int i : ids) scored.emplace_back(a[i], i);
+    const auto higher = [](const auto& x, const auto& y) {
+      return x.first > y.first || (x.first == y.first && x.second < y.second);
+    };
+    const double need = params_.top_p * total;
+    std::size_t keep = 0;
+    for (std::size_t k : {std::size_t{64}, std::size_t{1024}, scored.size()}) {
+      k = std::min(k, scored.size());
+      std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(k),
+                        scored.end(), higher);
+      double mass = 0;
+      keep = 0;
+      while (keep < k && mass < need) mass += std::exp(scored[keep++].first - max);
+      if (mass >= need || k == scored.size()) break;
+    }
+    ids.resize(std::max<std::size_t>(keep, 1));
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = scored[i].second;
+  }
   std::vector<std::pair<int, double>> out;
   out.reserve(ids.size());
   double sum = 0;
@@ -75,35 +98,50 @@ std::vector<std::pair<int, double>> Sampler::candidates(std::span<const float> l
     out.emplace_back(i, p);
     sum += p;
   }
-  if (top_p) {
-    // Keep the most likely tokens until their mass reaches top_p (at least one).
-    double mass = 0;
-    std::size_t keep = 0;
-    while (keep < out.size() && mass < params_.top_p * sum) mass += out[keep++].second;
-    out.resize(std::max<std::size_t>(keep, 1));
-    sum = 0;
-    for (const auto& c : out) sum += c.second;
-  }
   for (auto& c : out) c.second /= sum;
   return out;
 }
 
 int Sampler::sample(std::span<const float> logits) {
-  const auto cands = candidates(logits);
-  int token = cands.back().first;
-  if (cands.size() > 1) {
-    const double u = uniform();
-    double cum = 0;
-    for (const auto& [id, p] : cands) {
-      cum += p;
-      if (u < cum) {
-        token = id;
-        break;
-      }
-    }
+  int token;
+  if (params_.greedy() || params_.top_k > 0 || params_.top_p < 1.0f) {
+    const auto cands = candidates(logits);
+    token = cands.size() == 1 ? cands[0].first : draw(cands);
+  } else {
+    token = draw_full(logits);
   }
   observe(token);
   return token;
+}
+
+int Sampler::draw(const std::vector<std::pair<int, double>>& cands) {
+  const double u = uniform();
+  double cum = 0;
+  for (const auto& [id, p] : cands) {
+    cum += p;
+    if (u < cum) return id;
+  }
+  return cands.back().first;
+}
+
+int Sampler::draw_full(std::span<const float> logits) {
+  // The whole vocabulary in id order, without sorting or per-call allocations.
+  scratch_ = adjusted(logits);
+  double max = -INFINITY;
+  for (double v : scratch_) max = std::max(max, v);
+  double sum = 0;
+  const double inv_t = 1.0 / params_.temperature;
+  for (double& v : scratch_) {
+    v = std::exp((v - max) * inv_t);
+    sum += v;
+  }
+  const double target = uniform() * sum;
+  double cum = 0;
+  for (std::size_t i = 0; i < scratch_.size(); ++i) {
+    cum += scratch_[i];
+    if (target < cum) return static_cast<int>(i);
+  }
+  return static_cast<int>(scratch_.size()) - 1;
 }
 
 }  // namespace writeup::generate

@@ -29,9 +29,17 @@ c10::Device parse_device(const std::string& name) {
   }
 }
 
-// y = x @ W + b with HF Conv1D weights [in, out].
+// y = x @ W + b with HF Conv1D weights [in, out]. A single row goes through GEMV: W^T is
+// column-major, so BLAS streams the weights once instead of packing them as GEMM does.
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (x.size(0) == 1) return at::addmv(bias, weight.t(), x[0]).unsqueeze(0);
   return at::addmm(bias, x, weight);
+}
+
+// logits = x @ wte^T; one row as GEMV over wte's rows.
+at::Tensor lm_head(const at::Tensor& x, const at::Tensor& weight) {
+  if (x.size(0) == 1) return at::mv(weight, x[0]).unsqueeze(0);
+  return at::mm(x, weight.t());
 }
 
 }  // namespace
@@ -112,7 +120,7 @@ at::Tensor GPT2Model::forward(std::span<const SequenceChunk> chunks, KVCache& ca
   x = at::layer_norm(x, {config_.n_embd}, weights_.ln_f_weight, weights_.ln_f_bias,
                      config_.layer_norm_epsilon);  // [N, C]
   if (!all_logits) x = x.index_select(0, at::tensor(last_rows, long_opts).to(device_));
-  at::Tensor logits = at::mm(x, weights_.lm_head.t());  // [B, V]
+  at::Tensor logits = lm_head(x, weights_.lm_head);  // [B, V]
   return logits.to(at::kCPU, at::kFloat).contiguous();
 }
 

@@ -185,7 +185,7 @@ std::vector<int> BpeTokenizer::encode(std::string_view text) const {
 void BpeTokenizer::encode_word(std::string_view word, std::vector<int>& out) const {
   {
     std::lock_guard lock(cache_mutex_);
-    if (auto it = cache_.find(std::string(word)); it != cache_.end()) {
+    if (auto it = cache_.find(word); it != cache_.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
       return;
     }

@@ -1,6 +1,7 @@
 #include "cli_args.hpp"
 
 #include <cstdint>
+#include <iostream>
 #include <stdexcept>
 
 namespace writeup::tools {
@@ -67,6 +68,18 @@ std::uint64_t CliArgs::get_u64(const std::string& name, std::uint64_t fallback) 
   if (!has(name)) return fallback;
   return parse<std::uint64_t>(name, get(name, ""),
                               [](const std::string& s, std::size_t* u) { return std::stoull(s, u); });
+}
+
+int run_tool(const char* name, const char* usage, int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << name << ": " << e.what() << "\n" << usage;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << name << ": " << e.what() << "\n";
+    return 1;
+  }
 }
 
 }  // namespace writeup::tools

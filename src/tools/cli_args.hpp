@@ -1,5 +1,6 @@
 #pragma once
 // Tiny "--name value" / "--flag" parser shared by the command-line tools.
+#include <cstdint>
 #include <map>
 #include <set>
 #include <string>
@@ -22,5 +23,9 @@ class CliArgs {
  private:
   std::map<std::string, std::string> values_;
 };
+
+// Runs a tool's `run`, turning exceptions into a message and an exit status: 2 for bad
+// arguments (std::invalid_argument, with the usage), 1 for anything else.
+int run_tool(const char* name, const char* usage, int (*run)(int, char**), int argc, char** argv);
 
 }  // namespace writeup::tools

@@ -124,13 +124,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::invalid_argument& e) {
-    std::cerr << "writeup-make-model: " << e.what() << "\n" << kUsage;
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "writeup-make-model: " << e.what() << "\n";
-    return 1;
-  }
+  return writeup::tools::run_tool("writeup-make-model", kUsage, run, argc, argv);
 }

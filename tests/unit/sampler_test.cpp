@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <random>
+#include <algorithm>
 #include <map>
+#include <numeric>
 #include <set>
 
 using namespace writeup::generate;
@@ -168,4 +170,27 @@ TEST(Sampler, InvalidParametersNameTheField) {
   p.stop = {""};
   EXPECT_EQ(message(p).rfind("stop", 0), 0u);
   EXPECT_EQ(message(SamplingParams{}), "");
+}
+
+TEST(Sampler, TopPOverALargeVocabularyKeepsTheHighestMassPrefix) {
+  // Checks the growing-prefix search against a plain full sort on 50257 logits.
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0, 2);
+  std::vector<float> logits(50257);
+  for (auto& l : logits) l = normal(rng);
+  for (float top_p : {0.05f, 0.5f, 0.95f}) {
+    const auto got = Sampler(params(1, 0, top_p), 0, {}).candidates(logits);
+    std::vector<int> order(logits.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int x, int y) {
+      return logits[x] > logits[y] || (logits[x] == logits[y] && x < y);
+    });
+    double z = 0;
+    for (float l : logits) z += std::exp(static_cast<double>(l));
+    double mass = 0;
+    std::size_t keep = 0;
+    while (mass < top_p * z) mass += std::exp(static_cast<double>(logits[order[keep++]]));
+    ASSERT_EQ(got.size(), keep) << top_p;
+    for (std::size_t i = 0; i < keep; ++i) EXPECT_EQ(got[i].first, order[i]);
+  }
 }

@@ -25,18 +25,22 @@ class Sampler {
   // Records a token chosen elsewhere (e.g. forced), for penalties.
   void observe(int token);
 
-  // Candidate ids that survive penalties, top-k and top-p, most likely first, with their
-  // probabilities (renormalised). Exposed for tests; sample() draws from exactly this.
+  // Candidate ids that survive penalties, top-k and top-p, with their probabilities
+  // (renormalised): most likely first when top-k or top-p sorted them, else in id order.
+  // sample() draws from exactly this set.
   std::vector<std::pair<int, double>> candidates(std::span<const float> logits) const;
 
  private:
   std::vector<double> adjusted(std::span<const float> logits) const;
+  int draw(const std::vector<std::pair<int, double>>& candidates);  // from a truncated list
+  int draw_full(std::span<const float> logits);                     // from the whole vocabulary
   double uniform();  // [0, 1) with 53 random bits
 
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<int> prompt_;                    // for the repetition penalty
   std::unordered_map<int, int> generated_;     // token -> count
+  std::vector<double> scratch_;                // full-vocabulary weights (reused)
 };
 
 }  // namespace writeup::generate

@@ -56,8 +56,13 @@ class BpeTokenizer {
   int eos_id_ = -1;
   std::unique_ptr<Pretokenizer> pretokenizer_;
 
+  // Word cache with lookups by string_view (no allocation on a hit).
+  struct WordHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int>> cache_;
+  mutable std::unordered_map<std::string, std::vector<int>, WordHash, std::equal_to<>> cache_;
 };
 
 }  // namespace writeup::text
