@@ -60,7 +60,7 @@ TEST(Tools, GenerateRejectsBadArgumentsWithAMessage) {
 
 TEST(Tools, MakeModelWritesALoadableDirectory) {
   t::TempDir dir;
-  for (const char* dtype : {"f32", "f16"}) {
+  for (const char* dtype : {"f32", "f16", "bf16"}) {
     const auto out = dir / (std::string("tiny-") + dtype);
     const auto r = t::run_command(std::string(WRITEUP_MAKE_MODEL_BIN) + " --shape tiny --dtype " + dtype +
                                   " --seed 3 --out " + out.string());
