@@ -39,7 +39,8 @@ bool append_text(Running& s, const std::string& piece, const std::vector<std::st
 std::vector<GeneratedSequence> generate(const model::GPT2Model& model,
                                         const text::BpeTokenizer& tokenizer,
                                         const GenerationRequest& request,
-                                        const TokenCallback& on_token) {
+                                        const TokenCallback& on_token,
+                                        const StopCheck& should_stop) {
   const auto& p = request.params;
   p.validate();
   if (request.prompt.empty()) throw std::invalid_argument("prompt is empty");
@@ -56,6 +57,21 @@ std::vector<GeneratedSequence> generate(const model::GPT2Model& model,
   seqs.reserve(static_cast<std::size_t>(request.n));
   for (int i = 0; i < request.n; ++i) {
     seqs.push_back(Running{Sampler(p, i, request.prompt), text::StreamDecoder(tokenizer), {}});
+  }
+  const auto cancel_all = [&] {
+    for (auto& s : seqs) {
+      if (!s.done) s.out.finish_reason = "cancelled";
+      s.done = true;
+    }
+  };
+  const auto results = [&] {
+    std::vector<GeneratedSequence> out;
+    for (auto& s : seqs) out.push_back(std::move(s.out));
+    return out;
+  };
+  if (should_stop && should_stop()) {
+    cancel_all();
+    return results();
   }
   // Prefill once into slot 0, then share the prompt's keys/values with every other slot.
   std::vector<model::SequenceChunk> chunks{{0, 0, request.prompt}};
@@ -92,12 +108,14 @@ std::vector<GeneratedSequence> generate(const model::GPT2Model& model,
         chunks.push_back({i, prompt_len + step, {token}});
       }
     }
+    if (!chunks.empty() && should_stop && should_stop()) {
+      cancel_all();
+      chunks.clear();
+    }
     if (chunks.empty()) break;
     logits = model.forward(chunks, cache);  // [running, V]
   }
-  std::vector<GeneratedSequence> out;
-  for (auto& s : seqs) out.push_back(std::move(s.out));
-  return out;
+  return results();
 }
 
 }  // namespace writeup::generate

@@ -93,3 +93,17 @@ TEST(Generation, RejectsBadRequestsClearly) {
   r.params.top_p = 0;
   EXPECT_THROW(generate(*fx().model, *fx().tok, r), std::invalid_argument);
 }
+
+TEST(Generation, StopCheckCancelsWithinAStep) {
+  int steps = 0;
+  const auto out = generate(*fx().model, *fx().tok, request("Hello there", 30, 2), {},
+                            [&] { return ++steps > 5; });
+  ASSERT_EQ(out.size(), 2u);
+  for (const auto& s : out) {
+    EXPECT_EQ(s.finish_reason, "cancelled");
+    EXPECT_LE(s.tokens.size(), 6u);
+  }
+  const auto none = generate(*fx().model, *fx().tok, request("Hello there", 30), {}, [] { return true; });
+  EXPECT_TRUE(none[0].tokens.empty());
+  EXPECT_EQ(none[0].finish_reason, "cancelled");
+}

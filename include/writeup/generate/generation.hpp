@@ -23,11 +23,14 @@ struct GenerationRequest {
 struct GeneratedSequence {
   std::vector<int> tokens;    // new tokens (EOS excluded)
   std::string text;           // their text, cut before a stop string
-  std::string finish_reason;  // "stop" (EOS or stop string) or "length"
+  std::string finish_reason;  // "stop" (EOS or stop string), "length" or "cancelled"
 };
 
 // Called after each new token of sequence `index` with the text it completed (may be empty).
 using TokenCallback = std::function<void(int index, int token, const std::string& text)>;
+
+// Asked before every forward step; true ends the unfinished sequences as "cancelled".
+using StopCheck = std::function<bool()>;
 
 // Runs one request to completion on `model`: one prefill shared by the n sequences, then
 // batched decode steps. Throws std::invalid_argument when the prompt is empty or prompt +
@@ -35,6 +38,7 @@ using TokenCallback = std::function<void(int index, int token, const std::string
 std::vector<GeneratedSequence> generate(const model::GPT2Model& model,
                                         const text::BpeTokenizer& tokenizer,
                                         const GenerationRequest& request,
-                                        const TokenCallback& on_token = {});
+                                        const TokenCallback& on_token = {},
+                                        const StopCheck& should_stop = {});
 
 }  // namespace writeup::generate

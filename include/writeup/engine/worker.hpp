@@ -1,0 +1,78 @@
+#pragma once
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "writeup/engine/job.hpp"
+#include "writeup/model/gpt2_model.hpp"
+
+namespace writeup::metrics {
+class Counter;
+class Histogram;
+}  // namespace writeup::metrics
+namespace writeup::text {
+class BpeTokenizer;
+}
+
+namespace writeup::engine {
+
+struct WorkerOptions {
+  std::string model_name;                // for logs and metrics
+  std::string path;                      // model directory, loaded on the worker's thread
+  model::LoadOptions load;               // device and dtype
+  int max_queue = 64;                    // waiting jobs beyond which submit() refuses
+  int intra_op_threads = 0;              // libtorch threads for this worker (0 = all cores)
+  metrics::Counter* tokens_total = nullptr;          // optional: tokens generated
+  metrics::Counter* oom_total = nullptr;             // optional: OOM failures
+  metrics::Histogram* first_token_seconds = nullptr; // optional: submit -> first token
+  metrics::Histogram* token_seconds = nullptr;       // optional: between tokens of a sequence
+};
+
+// Engine v1: one thread that owns one copy of the model and runs one job (its n sequences as
+// one batch) at a time from a bounded FIFO queue.
+class Worker {
+ public:
+  Worker(WorkerOptions options, std::shared_ptr<const text::BpeTokenizer> tokenizer);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Queues a job; false when the queue is full or the worker is stopping.
+  bool submit(std::shared_ptr<Job> job);
+  // Fails queued jobs with JobError::shutdown, cancels the running one and joins the thread.
+  void stop();
+
+  bool loaded() const { return loaded_.load(); }
+  // Loaded, and the last step did not fail with a device error.
+  bool ready() const { return loaded_.load() && !device_error_.load(); }
+  const std::string& load_error() const { return load_error_; }  // valid once loading ended
+  double load_seconds() const { return load_seconds_.load(); }
+  std::size_t queue_depth() const;
+  int running_sequences() const { return running_.load(); }
+  // The model once loaded (nullptr before); for fingerprints and metadata.
+  std::shared_ptr<const model::GPT2Model> model() const;
+
+ private:
+  void loop();
+  void run(Job& job);
+
+  WorkerOptions options_;
+  std::shared_ptr<const text::BpeTokenizer> tokenizer_;
+  std::shared_ptr<const model::GPT2Model> model_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::shared_ptr<Job> current_;
+  bool stopping_ = false;
+  std::atomic<bool> loaded_{false};
+  std::atomic<bool> device_error_{false};
+  std::atomic<int> running_{0};
+  std::atomic<double> load_seconds_{0};
+  std::string load_error_;
+  std::thread thread_;
+};
+
+}  // namespace writeup::engine

@@ -1,0 +1,42 @@
+#pragma once
+#include <boost/beast/http.hpp>
+
+#include <string>
+
+#include "writeup/api/api_error.hpp"
+
+namespace writeup::server {
+
+struct ServerContext;
+
+namespace http = boost::beast::http;
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+enum class RouteKind {
+  immediate,    // answered by handle_immediate()
+  completions,  // POST /v1/completions (async, maybe SSE)
+  generate,     // POST /v1/generate or POST /{model_name} (async, writeup fields)
+  websocket,    // the writeup WebSocket path (upgrade)
+};
+
+struct Route {
+  RouteKind kind = RouteKind::immediate;
+  std::string name;        // for metrics: "/v1/completions", "/{model_name}", "other", ...
+  std::string path_model;  // POST /{model_name}: that name
+};
+
+Route classify(const Request& req, const ServerContext& ctx);
+
+// Throws api::ApiError 401 when API keys are configured and the request has none of them
+// (Bearer header, or api_key in the query string).
+void check_api_key(const Request& req, const ServerContext& ctx);
+
+Response json_response(const Request& req, int status, const std::string& body);
+Response error_response(const Request& req, const api::ApiError& error);
+
+// Every route that answers at once: health, ready, metrics, models, tokenize, detokenize,
+// static files, and 404/405 for the rest. Never throws.
+Response handle_immediate(const Request& req, ServerContext& ctx);
+
+}  // namespace writeup::server

@@ -1,0 +1,83 @@
+// writeup-server: serves GPT-2 models to the writeup editor (WebSocket), curl and OpenAI clients.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "writeup/server/config.hpp"
+#include "writeup/server/listener.hpp"
+#include "writeup/server/server_context.hpp"
+#include "writeup/util/logging.hpp"
+#include "writeup/util/threads.hpp"
+
+namespace net = boost::asio;
+using namespace writeup;
+
+namespace {
+
+// Stops accepting, fails queued and cancels running generations, then gives connections a
+// moment to write their last frames before the I/O threads stop.
+void shutdown(net::io_context& ioc, server::Listener& listener, server::ServerContext& ctx) {
+  log::info("shutting down");
+  ctx.stopping = true;
+  listener.stop();
+  ctx.models.stop();
+  auto timer = std::make_shared<net::steady_timer>(ioc);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  auto poll = std::make_shared<std::function<void()>>();
+  *poll = [&ioc, &ctx, timer, deadline, poll] {
+    if (ctx.connections.load() == 0 || std::chrono::steady_clock::now() > deadline) return ioc.stop();
+    timer->expires_after(std::chrono::milliseconds(50));
+    timer->async_wait([poll](const boost::system::error_code&) { (*poll)(); });
+  };
+  (*poll)();
+}
+
+int run(int argc, char** argv) {
+  bool help = false;
+  auto config = server::parse_command_line(argc, argv, &help);
+  if (help) {
+    std::cout << server::command_line_usage();
+    return 0;
+  }
+  log::set_level(log::parse_level(config.log_level));
+  configure_threads(0);
+  auto ctx = std::make_shared<server::ServerContext>(config);
+  net::io_context ioc(config.server.io_threads);
+  const auto endpoint = net::ip::tcp::endpoint(net::ip::make_address(config.server.host),
+                                               static_cast<unsigned short>(config.server.port));
+  auto listener = std::make_shared<server::Listener>(ioc, endpoint, ctx);
+  listener->run();
+  std::printf("writeup-server listening on http://%s:%u\n", config.server.host.c_str(), listener->port());
+  std::fflush(stdout);
+  log::info("listening on " + config.server.host + ":" + std::to_string(listener->port()) + " with " +
+            std::to_string(config.models.size()) + " model(s)");
+  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int) {
+    if (!ec) shutdown(ioc, *listener, *ctx);
+  });
+  std::vector<std::thread> threads;
+  for (int i = 1; i < config.server.io_threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
+  ioc.run();
+  for (auto& t : threads) t.join();
+  ctx->models.stop();
+  log::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "writeup-server: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "writeup-server: " << e.what() << "\n";
+    return 1;
+  }
+}

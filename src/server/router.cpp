@@ -1,0 +1,206 @@
+#include "writeup/server/router.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "writeup/api/fields.hpp"
+#include "writeup/server/server_context.hpp"
+#include "writeup/text/bpe_tokenizer.hpp"
+
+namespace writeup::server {
+namespace {
+
+std::string path_of(const Request& req) {
+  const std::string target(req.target());
+  return target.substr(0, target.find('?'));
+}
+
+std::string query_param(const Request& req, const std::string& name) {
+  const std::string target(req.target());
+  const auto q = target.find('?');
+  if (q == std::string::npos) return {};
+  const auto fields = api::parse_form_urlencoded(std::string_view(target).substr(q + 1));
+  return fields.contains(name) ? fields[name].get<std::string>() : std::string();
+}
+
+const std::regex& ws_path() {
+  static const std::regex re(R"(^/ws/async/writeup/text_generation/session/[A-Za-z0-9_-]{1,128}/?$)");
+  return re;
+}
+
+std::string content_type_for(const std::filesystem::path& p) {
+  const auto ext = p.extension().string();
+  if (ext == ".html" || ext == ".htm") return "text/html; charset=utf-8";
+  if (ext == ".js") return "text/javascript";
+  if (ext == ".css") return "text/css";
+  if (ext == ".json") return "application/json";
+  if (ext == ".svg") return "image/svg+xml";
+  if (ext == ".png") return "image/png";
+  if (ext == ".ico") return "image/x-icon";
+  return "application/octet-stream";
+}
+
+Response static_file(const Request& req, const ServerContext& ctx) {
+  namespace fs = std::filesystem;
+  std::string rel = path_of(req);
+  if (rel == "/") rel = "/index.html";
+  std::error_code ec;
+  const auto root = fs::canonical(ctx.config.server.static_dir, ec);
+  const auto file = fs::weakly_canonical(root / rel.substr(1), ec);
+  const auto [r, f] = std::mismatch(root.begin(), root.end(), file.begin(), file.end());
+  if (ec || r != root.end() || !fs::is_regular_file(file)) {
+    throw api::ApiError(404, "not_found", "no such route: " + std::string(req.method_string()) + " " + path_of(req));
+  }
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream body;
+  body << in.rdbuf();
+  Response res{http::status::ok, req.version()};
+  res.set(http::field::content_type, content_type_for(file));
+  res.body() = body.str();
+  res.keep_alive(req.keep_alive());
+  res.prepare_payload();
+  return res;
+}
+
+nlohmann::json models_json(const ServerContext& ctx) {
+  nlohmann::json data = nlohmann::json::array();
+  for (const auto& m : ctx.models.models()) {
+    data.push_back({{"id", m->config.name},
+                    {"object", "model"},
+                    {"created", 0},
+                    {"owned_by", "writeup"},
+                    {"ready", m->ready()},
+                    {"context_length", m->n_positions},
+                    {"fingerprint", m->fingerprint()}});
+  }
+  return {{"object", "list"}, {"data", data}};
+}
+
+const service::ModelEntry& model_for(const nlohmann::json& body, const ServerContext& ctx) {
+  api::Fields f(body);
+  const auto name = f.string("model").value_or("");
+  if (name.empty()) return ctx.models.default_model();
+  if (const auto* m = ctx.models.find(name)) return *m;
+  throw api::ApiError(404, "model_not_found", "model '" + name + "' does not exist", "model");
+}
+
+Response tokenize(const Request& req, const ServerContext& ctx) {
+  const auto body = api::parse_json_object(req.body());
+  api::Fields f(body);
+  f.reject_unknown({"model", "prompt", "text"});
+  const auto& m = model_for(body, ctx);
+  const auto text = f.has("prompt") ? f.string("prompt") : f.string("text");
+  if (!text) throw api::ApiError::bad_request("prompt is required", "prompt");
+  const auto ids = m.tokenizer->encode(*text);
+  return json_response(req, 200, nlohmann::json{{"model", m.config.name}, {"tokens", ids}, {"count", ids.size()}}.dump());
+}
+
+Response detokenize(const Request& req, const ServerContext& ctx) {
+  const auto body = api::parse_json_object(req.body());
+  api::Fields f(body);
+  f.reject_unknown({"model", "tokens"});
+  const auto& m = model_for(body, ctx);
+  if (!f.has("tokens") || !body["tokens"].is_array()) {
+    throw api::ApiError::bad_request("tokens must be an array of token ids", "tokens");
+  }
+  std::vector<int> ids;
+  for (const auto& t : body["tokens"]) {
+    if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= m.tokenizer->vocab_size()) {
+      throw api::ApiError::bad_request("tokens must be integers in 0.." + std::to_string(m.tokenizer->vocab_size() - 1),
+                                       "tokens");
+    }
+    ids.push_back(t.get<int>());
+  }
+  return json_response(req, 200, nlohmann::json{{"model", m.config.name}, {"text", m.tokenizer->decode(ids)}}.dump());
+}
+
+bool needs_key(const std::string& path) {
+  return path != "/health" && path != "/ready" && path != "/metrics";
+}
+
+}  // namespace
+
+Route classify(const Request& req, const ServerContext& ctx) {
+  const auto path = path_of(req);
+  if (std::regex_match(path, ws_path())) return {RouteKind::websocket, "/ws/async/writeup", {}};
+  if (req.method() == http::verb::post) {
+    if (path == "/v1/completions") return {RouteKind::completions, path, {}};
+    if (path == "/v1/generate") return {RouteKind::generate, path, {}};
+    if (path.size() > 1 && path.find('/', 1) == std::string::npos && ctx.models.find(path.substr(1))) {
+      return {RouteKind::generate, "/{model_name}", path.substr(1)};
+    }
+  }
+  static const char* known[] = {"/health", "/ready", "/metrics", "/v1/models", "/v1/tokenize", "/v1/detokenize"};
+  for (const char* k : known) {
+    if (path == k) return {RouteKind::immediate, path, {}};
+  }
+  return {RouteKind::immediate, "other", {}};
+}
+
+void check_api_key(const Request& req, const ServerContext& ctx) {
+  const auto& keys = ctx.config.server.api_keys;
+  if (keys.empty() || !needs_key(path_of(req))) return;
+  std::string given;
+  const auto auth = req[http::field::authorization];
+  if (auth.substr(0, 7) == "Bearer ") given = std::string(auth.substr(7));
+  if (given.empty()) given = query_param(req, "api_key");
+  if (given.empty()) throw api::ApiError(401, "missing_api_key", "an API key is required (Authorization: Bearer KEY)");
+  if (std::find(keys.begin(), keys.end(), given) == keys.end()) {
+    throw api::ApiError(401, "invalid_api_key", "the API key is not valid");
+  }
+}
+
+Response json_response(const Request& req, int status, const std::string& body) {
+  Response res{static_cast<http::status>(status), req.version()};
+  res.set(http::field::server, "writeup");
+  res.set(http::field::content_type, "application/json");
+  res.keep_alive(req.keep_alive());
+  res.body() = body;
+  res.prepare_payload();
+  return res;
+}
+
+Response error_response(const Request& req, const api::ApiError& error) {
+  auto res = json_response(req, error.status(), error.to_json().dump());
+  if (error.status() == 429) res.set(http::field::retry_after, "1");
+  return res;
+}
+
+Response handle_immediate(const Request& req, ServerContext& ctx) {
+  const auto path = path_of(req);
+  try {
+    check_api_key(req, ctx);
+    const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+    const bool post = req.method() == http::verb::post;
+    if (path == "/health" && get) return json_response(req, 200, R"({"status":"ok"})");
+    if (path == "/ready" && get) {
+      const bool ready = ctx.models.ready() && !ctx.stopping;
+      return json_response(req, ready ? 200 : 503, ready ? R"({"status":"ready"})" : R"({"status":"not_ready"})");
+    }
+    if (path == "/metrics" && get) {
+      auto res = json_response(req, 200, ctx.metrics.exposition());
+      res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+      return res;
+    }
+    if (path == "/v1/models" && get) return json_response(req, 200, models_json(ctx).dump());
+    if (path == "/v1/tokenize" && post) return tokenize(req, ctx);
+    if (path == "/v1/detokenize" && post) return detokenize(req, ctx);
+    for (const char* p : {"/health", "/ready", "/metrics", "/v1/models", "/v1/tokenize", "/v1/detokenize",
+                          "/v1/completions", "/v1/generate"}) {
+      if (path == p) throw api::ApiError(405, "method_not_allowed", std::string(req.method_string()) + " is not allowed on " + path);
+    }
+    if (get && !ctx.config.server.static_dir.empty()) return static_file(req, ctx);
+    throw api::ApiError(404, "not_found", "no such route: " + std::string(req.method_string()) + " " + path);
+  } catch (const api::ApiError& e) {
+    return error_response(req, e);
+  } catch (const std::invalid_argument& e) {
+    return error_response(req, api::ApiError::bad_request(e.what()));
+  } catch (const std::exception& e) {
+    return error_response(req, api::ApiError(500, "internal_error", e.what()));
+  }
+}
+
+}  // namespace writeup::server

@@ -1,0 +1,105 @@
+#include "writeup/service/model_registry.hpp"
+
+#include <stdexcept>
+
+#include "writeup/metrics/registry.hpp"
+#include "writeup/model/gpt2_config.hpp"
+#include "writeup/text/bpe_tokenizer.hpp"
+
+namespace writeup::service {
+
+engine::Worker& ModelEntry::pick() const {
+  engine::Worker* best = workers.front().get();
+  for (const auto& w : workers) {
+    if (w->queue_depth() < best->queue_depth()) best = w.get();
+  }
+  return *best;
+}
+
+bool ModelEntry::ready() const {
+  for (const auto& w : workers) {
+    if (!w->ready()) return false;
+  }
+  return true;
+}
+
+std::string ModelEntry::fingerprint() const {
+  auto m = workers.front()->model();
+  return m ? m->fingerprint() : std::string();
+}
+
+ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Registry& metrics)
+    : default_name_(config.defaults.model) {
+  const auto buckets = metrics::latency_buckets();
+  for (const auto& mc : config.models) {
+    auto entry = std::make_unique<ModelEntry>();
+    entry->config = mc;
+    try {
+      const auto cfg = model::GPT2Config::from_file(std::filesystem::path(mc.path) / "config.json");
+      entry->n_positions = cfg.n_positions;
+      entry->eos_token_id = cfg.eos_token_id;
+      entry->tokenizer = text::BpeTokenizer::from_model_dir(mc.path);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("model '" + mc.name + "': " + e.what());
+    }
+    const metrics::Labels labels = {{"model", mc.name}};
+    for (int i = 0; i < mc.workers; ++i) {
+      engine::WorkerOptions o;
+      o.model_name = mc.name;
+      o.path = mc.path;
+      o.load = {mc.device, mc.dtype};
+      o.max_queue = config.limits.max_queue;
+      o.tokens_total = &metrics.counter("writeup_tokens_generated_total", "Tokens generated", labels);
+      o.oom_total = &metrics.counter("writeup_oom_total", "Device out-of-memory failures", labels);
+      o.first_token_seconds = &metrics.histogram("writeup_time_to_first_token_seconds",
+                                                 "Time from submission to the first token", buckets, labels);
+      o.token_seconds = &metrics.histogram("writeup_inter_token_seconds",
+                                           "Time between consecutive tokens of a sequence", buckets, labels);
+      entry->workers.push_back(std::make_unique<engine::Worker>(std::move(o), entry->tokenizer));
+      auto* w = entry->workers.back().get();
+      const metrics::Labels wl = {{"model", mc.name}, {"worker", std::to_string(i)}};
+      metrics.gauge_callback("writeup_queue_depth", "Requests waiting for a worker", wl,
+                             [w] { return static_cast<double>(w->queue_depth()); });
+      metrics.gauge_callback("writeup_running_sequences", "Sequences being generated", wl,
+                             [w] { return static_cast<double>(w->running_sequences()); });
+      metrics.gauge_callback("writeup_model_load_seconds", "Seconds the worker took to load its model", wl,
+                             [w] { return w->load_seconds(); });
+      metrics.gauge_callback("writeup_device_memory_allocated_bytes", "Device memory allocated (0 on CPU)", wl,
+                             [] { return 0.0; });
+      metrics.gauge_callback("writeup_device_memory_reserved_bytes", "Device memory reserved (0 on CPU)", wl,
+                             [] { return 0.0; });
+    }
+    models_.push_back(std::move(entry));
+  }
+  if (models_.empty()) throw std::invalid_argument("no models configured");
+  if (default_name_.empty()) default_name_ = models_.front()->config.name;
+}
+
+ModelRegistry::~ModelRegistry() { stop(); }
+
+const ModelEntry* ModelRegistry::find(const std::string& name) const {
+  for (const auto& m : models_) {
+    if (m->config.name == name) return m.get();
+  }
+  return nullptr;
+}
+
+const ModelEntry& ModelRegistry::default_model() const {
+  const auto* m = find(default_name_);
+  return m ? *m : *models_.front();
+}
+
+bool ModelRegistry::ready() const {
+  for (const auto& m : models_) {
+    if (!m->ready()) return false;
+  }
+  return true;
+}
+
+void ModelRegistry::stop() {
+  for (const auto& m : models_) {
+    for (const auto& w : m->workers) w->stop();
+  }
+}
+
+}  // namespace writeup::service
