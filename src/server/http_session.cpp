@@ -241,7 +241,7 @@ void HttpSession::start_stream(const Request& req) {
   ctx_->count_request("/v1/completions", 200);
   http::response<http::empty_body> res{http::status::ok, req.version()};
   res.set(http::field::server, "writeup");
-  res.set(http::field::content_type, "text/event-stream");
+  res.set(http::field::content_type, "text/event-stream; charset=utf-8");
   res.set(http::field::cache_control, "no-cache");
   res.chunked(true);
   res.keep_alive(req.keep_alive());

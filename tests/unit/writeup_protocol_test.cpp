@@ -1,0 +1,115 @@
+#include "writeup/api/writeup_protocol.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace writeup::api;
+
+namespace {
+std::string field_of(const std::string& text) {
+  try {
+    parse_client_message(text, {});
+    return "";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 400);
+    return e.param();
+  }
+}
+}  // namespace
+
+TEST(WriteupProtocol, ParsesANewRequestWithDefaults) {
+  const auto m = parse_client_message(R"({"message_type":"new_request","prompt":"Once"})", {});
+  ASSERT_EQ(m.type, ClientMessage::Type::new_request);
+  EXPECT_EQ(m.request.prompt, "Once");
+  EXPECT_FLOAT_EQ(m.request.temperature, 0.7f);
+  EXPECT_EQ(m.request.top_k, 10);
+  EXPECT_EQ(m.request.length, 40);
+  EXPECT_EQ(m.request.batch_size, 5);
+  EXPECT_FALSE(m.request.seed);
+}
+
+TEST(WriteupProtocol, AcceptsNumbersAsStringsLikeTheOriginalEditor) {
+  const auto m = parse_client_message(
+      R"({"message_type":"new_request","prompt":"x","temperature":"0.5","top_k":"5","length":"12","batch_size":"2","seed":"9"})", {});
+  EXPECT_FLOAT_EQ(m.request.temperature, 0.5f);
+  EXPECT_EQ(m.request.top_k, 5);
+  EXPECT_EQ(m.request.length, 12);
+  EXPECT_EQ(m.request.batch_size, 2);
+  EXPECT_EQ(m.request.seed, 9u);
+}
+
+TEST(WriteupProtocol, RejectsOutOfRangeValuesNamingTheField) {
+  const std::string base = R"({"message_type":"new_request","prompt":"x",)";
+  EXPECT_EQ(field_of(base + R"("temperature":0.05})"), "temperature");
+  EXPECT_EQ(field_of(base + R"("temperature":1.5})"), "temperature");
+  EXPECT_EQ(field_of(base + R"("top_k":41})"), "top_k");
+  EXPECT_EQ(field_of(base + R"("top_p":1.1})"), "top_p");
+  EXPECT_EQ(field_of(base + R"("length":0})"), "length");
+  EXPECT_EQ(field_of(base + R"("length":257})"), "length");
+  EXPECT_EQ(field_of(base + R"("batch_size":11})"), "batch_size");
+  EXPECT_EQ(field_of(base + R"("batch_size":2.5})"), "batch_size");
+  EXPECT_EQ(field_of(base + R"("seed":-1})"), "seed");
+  EXPECT_EQ(field_of(R"({"message_type":"new_request","prompt":" \n "})"), "prompt");
+  EXPECT_EQ(field_of(R"({"message_type":"new_request"})"), "prompt");
+  EXPECT_EQ(field_of(R"({"message_type":"new_request","prompt":7})"), "prompt");
+  EXPECT_EQ(field_of(R"({"message_type":"other","prompt":"x"})"), "message_type");
+  EXPECT_EQ(field_of(R"({"prompt":"x"})"), "message_type");
+  EXPECT_EQ(field_of("not json"), "");
+  EXPECT_THROW(parse_client_message(R"({"message_type":"new_request","prompt":"x","length":100})", {10, 50}),
+               ApiError);
+}
+
+TEST(WriteupProtocol, ErrorFramesKeepWhatCouldBeRead) {
+  WriteupRequest partial;
+  EXPECT_THROW(parse_client_message(R"({"message_type":"new_request","prompt":"abc","batch_size":3,"top_k":99})",
+                                    {}, &partial),
+               ApiError);
+  EXPECT_EQ(partial.prompt, "abc");
+  EXPECT_EQ(partial.batch_size, 3);
+  const auto frame = make_error_frame("abc", 3, ApiError::bad_request("top_k must be between 0 and 40", "top_k"));
+  const auto& m = frame["message"];
+  EXPECT_EQ(m["message_type"], "error");
+  EXPECT_EQ(m["prompt"], "abc");
+  EXPECT_NE(m["text_0"].get<std::string>().find("top_k"), std::string::npos);
+  EXPECT_EQ(m["text_2"], "");
+  EXPECT_FALSE(m.contains("text_3"));
+  EXPECT_EQ(m["error"]["field"], "top_k");
+}
+
+TEST(WriteupProtocol, CancelRequest) {
+  EXPECT_EQ(parse_client_message(R"({"message_type":"cancel_request"})", {}).type,
+            ClientMessage::Type::cancel_request);
+}
+
+TEST(WriteupProtocol, FramesCarryPromptAndExactlyTheTexts) {
+  const auto f = make_frame("updated_response", "p", {"a", "b"}, {{"model_name", "m"}, {"completed", 3}});
+  const auto& m = f["message"];
+  EXPECT_EQ(m["message_type"], "updated_response");
+  EXPECT_EQ(m["prompt"], "p");
+  EXPECT_EQ(m["text_0"], "a");
+  EXPECT_EQ(m["text_1"], "b");
+  EXPECT_EQ(m["model_name"], "m");
+  EXPECT_EQ(m.size(), 6u);
+}
+
+TEST(WriteupProtocol, SuggestionsAreCutAndTrimmed) {
+  EXPECT_EQ(clean_suggestion("  hello world \n"), "hello world");
+  EXPECT_EQ(clean_suggestion(" one<|endoftext|>two"), "one");
+  EXPECT_EQ(clean_suggestion("\n\n"), "");
+  EXPECT_EQ(count_words(" a  b\tc\n"), 3);
+  EXPECT_EQ(count_words(""), 0);
+}
+
+TEST(WriteupProtocol, SamplingParamsFollowTheProtocol) {
+  WriteupRequest r;
+  r.top_p = 0;
+  r.length = 12;
+  auto p = to_sampling_params(r, 42);
+  EXPECT_FLOAT_EQ(p.top_p, 1.0f);  // 0 = off
+  EXPECT_EQ(p.max_tokens, 12);
+  EXPECT_EQ(p.seed, 42u);
+  r.seed = 7;
+  r.top_p = 0.9f;
+  p = to_sampling_params(r, 42);
+  EXPECT_EQ(p.seed, 7u);
+  EXPECT_FLOAT_EQ(p.top_p, 0.9f);
+}
