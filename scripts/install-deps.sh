@@ -13,7 +13,7 @@ PACKAGES=(
   libhiredis-dev libpcre2-dev
   libgtest-dev libgmock-dev
   # services and test clients
-  redis-server curl prometheus
+  redis-server curl prometheus wrk
   python3 python3-pytest python3-websockets python3-requests
 )
 # node and npm run the JS reference tokenizer; some images ship a Node.js whose

@@ -25,6 +25,7 @@ void shutdown(net::io_context& ioc, server::Listener& listener, server::ServerCo
   ctx.stopping = true;
   listener.stop();
   ctx.models.stop();
+  ctx.close_all();
   auto timer = std::make_shared<net::steady_timer>(ioc);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   auto poll = std::make_shared<std::function<void()>>();

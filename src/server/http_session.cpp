@@ -5,6 +5,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <random>
 #include <sstream>
 
@@ -51,15 +54,26 @@ HttpSession::HttpSession(net::ip::tcp::socket&& socket, std::shared_ptr<ServerCo
 }
 
 HttpSession::~HttpSession() {
+  if (closer_id_) ctx_->remove_closer(closer_id_);
   --ctx_->connections;
   if (job_) job_->cancel();
 }
 
 void HttpSession::run() {
+  std::weak_ptr<HttpSession> weak = shared_from_this();
+  closer_id_ = ctx_->add_closer([weak] {
+    if (auto self = weak.lock()) {
+      net::post(self->stream_.get_executor(), [self] {
+        if (!self->busy_) self->stream_.cancel();  // idle keep-alive: end the pending read
+      });
+    }
+  });
   net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
 }
 
 void HttpSession::do_read() {
+  busy_ = false;
+  if (ctx_->stopping) return do_close();
   parser_.emplace();
   parser_->body_limit(ctx_->config.limits.max_body_bytes);
   parser_->header_limit(kHeaderLimit);
@@ -95,6 +109,7 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
 }
 
 void HttpSession::handle(Request req) {
+  busy_ = true;
   const Route route = classify(req, *ctx_);
   try {
     if (route.kind == RouteKind::websocket) return upgrade(std::move(req));
@@ -165,6 +180,7 @@ void HttpSession::start_completions(const Request& req, const Route& route) {
     });
   };
   job_ = ctx_->service.start(std::move(prepared), events);
+  watch_disconnect();
 }
 
 void HttpSession::start_generate(const Request& req, const Route& route) {
@@ -205,6 +221,18 @@ void HttpSession::start_generate(const Request& req, const Route& route) {
     });
   };
   job_ = ctx_->service.start(std::move(prepared), events);
+  watch_disconnect();
+}
+
+void HttpSession::watch_disconnect() {
+  stream_.socket().async_wait(net::ip::tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+    if (ec || !self->job_) return;
+    char byte;
+    const auto n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+      self->job_->cancel();  // the client hung up: stop generating for it
+    }
+  });
 }
 
 void HttpSession::upgrade(Request req) {

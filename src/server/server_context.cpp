@@ -16,4 +16,24 @@ void ServerContext::count_request(const std::string& route, int status) {
       .inc();
 }
 
+std::uint64_t ServerContext::add_closer(std::function<void()> close) {
+  std::lock_guard lock(closers_mutex_);
+  closers_.emplace(++next_closer_, std::move(close));
+  return next_closer_;
+}
+
+void ServerContext::remove_closer(std::uint64_t id) {
+  std::lock_guard lock(closers_mutex_);
+  closers_.erase(id);
+}
+
+void ServerContext::close_all() {
+  std::vector<std::function<void()>> all;
+  {
+    std::lock_guard lock(closers_mutex_);
+    for (auto& [id, fn] : closers_) all.push_back(fn);
+  }
+  for (auto& fn : all) fn();
+}
+
 }  // namespace writeup::server

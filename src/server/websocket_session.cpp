@@ -25,6 +25,7 @@ WebSocketSession::WebSocketSession(net::ip::tcp::socket&& socket, std::shared_pt
 }
 
 WebSocketSession::~WebSocketSession() {
+  if (closer_id_) ctx_->remove_closer(closer_id_);
   --ctx_->connections;
   if (current_ && current_->job) current_->job->cancel();
 }
@@ -43,6 +44,12 @@ void WebSocketSession::run(Request upgrade) {
 void WebSocketSession::on_accept(beast::error_code ec) {
   if (ec) return fail(ec, "accept");
   ctx_->count_request("/ws/async/writeup", 101);
+  std::weak_ptr<WebSocketSession> weak = shared_from_this();
+  closer_id_ = ctx_->add_closer([weak] {
+    if (auto self = weak.lock()) {
+      net::post(self->ws_.get_executor(), [self] { self->close(websocket::close_code::going_away, "server shutting down"); });
+    }
+  });
   do_read();
 }
 
@@ -190,6 +197,13 @@ void WebSocketSession::do_write() {
     if (ec) return self->fail(ec, "write");
     self->do_write();
   });
+}
+
+void WebSocketSession::close(websocket::close_code code, const std::string& reason) {
+  if (closing_) return;
+  closing_ = true;
+  cancel_current(false);
+  ws_.async_close(websocket::close_reason(code, reason), [self = shared_from_this()](beast::error_code) {});
 }
 
 void WebSocketSession::fail(beast::error_code ec, const char* what) {

@@ -35,6 +35,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void start_stream(const Request& req);
   void stream_chunk(std::string data, bool last);
   void do_stream_write();
+  // While a non-streaming answer is computed nothing is read: watch the socket so that a
+  // client that hangs up cancels its generation.
+  void watch_disconnect();
   void do_close();
   void fail(beast::error_code ec, const char* what);
 
@@ -48,6 +51,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool stream_writing_ = false;
   bool stream_done_ = false;
   bool stream_keep_alive_ = false;
+  bool busy_ = false;  // a request is being answered
+  std::uint64_t closer_id_ = 0;
 };
 
 }  // namespace writeup::server

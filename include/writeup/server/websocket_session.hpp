@@ -44,6 +44,7 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
   void send(std::string text);
   void do_write();
   void fail(beast::error_code ec, const char* what);
+  void close(websocket::close_code code, const std::string& reason);
 
   websocket::stream<beast::tcp_stream> ws_;
   beast::flat_buffer buffer_;
@@ -53,6 +54,7 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
   bool closing_ = false;
   std::uint64_t generation_ = 0;  // frames of superseded generations are dropped
   std::shared_ptr<Running> current_;
+  std::uint64_t closer_id_ = 0;
 };
 
 }  // namespace writeup::server

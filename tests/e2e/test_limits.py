@@ -1,0 +1,158 @@
+"""Limits, timeouts, origins, static files and shutdown: each gets a clear answer and the
+server (and other connections) go on."""
+import asyncio
+import concurrent.futures
+import json
+import pathlib
+import socket
+import tempfile
+import time
+
+import requests
+import websockets
+
+from conftest import DATA, Server
+
+WS_PATH = "/ws/async/writeup/text_generation/session/abc-123/"
+
+
+def config(**sections):
+    cfg = {"models": [{"name": "tiny-gpt2", "path": str(DATA / "tiny-gpt2")}]}
+    for name, values in sections.items():
+        cfg[name] = values
+    return cfg
+
+
+def new_request(**kw):
+    msg = {"message_type": "new_request", "prompt": "Hello", "length": 20, "batch_size": 2}
+    msg.update(kw)
+    return json.dumps(msg)
+
+
+def test_full_queue_answers_429_with_retry_after():
+    s = Server(config=config(limits={"max_queue": 1}))
+    try:
+        body = {"prompt": "The queue", "max_tokens": 60, "n": 10}
+        with concurrent.futures.ThreadPoolExecutor(24) as pool:
+            results = list(pool.map(lambda _: requests.post(s.url + "/v1/completions", json=body, timeout=60), range(24)))
+        codes = [r.status_code for r in results]
+        assert set(codes) <= {200, 429}, codes
+        assert 429 in codes and 200 in codes, codes
+        busy = next(r for r in results if r.status_code == 429)
+        assert busy.headers["Retry-After"] == "1"
+        assert busy.json()["error"]["code"] == "queue_full"
+        assert requests.get(s.url + "/health").status_code == 200
+    finally:
+        assert s.stop() == 0
+
+
+def test_too_many_connections_get_503_and_others_continue():
+    s = Server(config=config(limits={"max_connections": 2}))
+    try:
+        async def go():
+            async with websockets.connect(s.ws_url + WS_PATH) as a, websockets.connect(s.ws_url + WS_PATH) as b:
+                refused = await asyncio.to_thread(requests.get, s.url + "/health")
+                await a.send(new_request(length=3, batch_size=1))
+                while json.loads(await a.recv())["message"]["message_type"] != "completed_response":
+                    pass
+                return refused
+        refused = asyncio.run(go())
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "too_many_connections"
+        time.sleep(0.2)
+        assert requests.get(s.url + "/health").status_code == 200
+    finally:
+        s.stop()
+
+
+def test_idle_connections_time_out():
+    s = Server(config=config(limits={"idle_timeout_s": 1}))
+    try:
+        with socket.create_connection(("127.0.0.1", s.port)) as sock:
+            sock.settimeout(10)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finishes its headers
+            t = time.time()
+            assert sock.recv(100) == b""
+            assert 0.5 < time.time() - t < 8
+        assert requests.get(s.url + "/health").status_code == 200
+    finally:
+        s.stop()
+
+
+def test_static_files_stay_inside_their_directory():
+    with tempfile.TemporaryDirectory() as d:
+        root = pathlib.Path(d) / "site"
+        root.mkdir()
+        (root / "index.html").write_text("<h1>writeup</h1>")
+        (pathlib.Path(d) / "secret.txt").write_text("no")
+        s = Server(config=config(server={"static_dir": str(root)}))
+        try:
+            r = requests.get(s.url + "/")
+            assert r.status_code == 200 and r.text == "<h1>writeup</h1>"
+            assert r.headers["Content-Type"].startswith("text/html")
+            with socket.create_connection(("127.0.0.1", s.port)) as sock:
+                sock.sendall(b"GET /../secret.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                reply = sock.recv(4096).decode()
+            assert reply.startswith("HTTP/1.1 404"), reply
+            assert "no" != reply.split("\r\n\r\n", 1)[1]
+        finally:
+            s.stop()
+
+
+def test_origins_are_checked_on_upgrade():
+    s = Server(config=config(server={"allowed_origins": ["https://writeup.example"]}))
+    try:
+        async def go(origin):
+            async with websockets.connect(s.ws_url + WS_PATH, origin=origin) as ws:
+                await ws.send(new_request(length=2, batch_size=1))
+                return json.loads(await ws.recv())["message"]["message_type"]
+        assert asyncio.run(go("https://writeup.example")) in ("updated_response", "completed_response")
+        try:
+            asyncio.run(go("https://evil.example"))
+            raise AssertionError("upgrade from a foreign origin was accepted")
+        except websockets.exceptions.InvalidStatusCode as e:
+            assert e.status_code == 403
+    finally:
+        s.stop()
+
+
+def test_oversized_websocket_messages_close_only_that_connection():
+    s = Server(config=config(limits={"max_ws_message_bytes": 1000}))
+    try:
+        async def go():
+            async with websockets.connect(s.ws_url + WS_PATH) as other:
+                async with websockets.connect(s.ws_url + WS_PATH) as ws:
+                    await ws.send(new_request(prompt="x" * 5000))
+                    try:
+                        await asyncio.wait_for(ws.recv(), 10)
+                        raise AssertionError("no close")
+                    except websockets.exceptions.ConnectionClosed as e:
+                        code = e.code
+                await other.send(new_request(length=3, batch_size=1))
+                while True:
+                    m = json.loads(await other.recv())["message"]
+                    if m["message_type"] == "completed_response":
+                        return code
+        assert asyncio.run(go()) == 1009
+    finally:
+        s.stop()
+
+
+def test_shutdown_closes_websockets_with_a_close_frame():
+    s = Server()
+
+    async def go():
+        async with websockets.connect(s.ws_url + WS_PATH) as ws:
+            await ws.send(new_request(length=60, batch_size=10))
+            await asyncio.sleep(0.05)
+            s.proc.terminate()
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            except websockets.exceptions.ConnectionClosed as e:
+                return e.code
+    t = time.time()
+    code = asyncio.run(go())
+    assert code == 1001
+    assert s.proc.wait(timeout=10) == 0
+    assert time.time() - t < 6
