@@ -160,27 +160,27 @@ void HttpSession::start_completions(const Request& req, const Route& route) {
     job_ = ctx_->service.start(std::move(prepared), events);
     return start_stream(req);
   }
-  const auto keep = req.keep_alive();
-  const auto version = req.version();
+  const auto reply = ReplyTo{req.version(), req.keep_alive(), route.name};
   events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
-    const auto body = api::make_completion(id, created, model, request, results, prompt_tokens).dump();
-    on_strand([=] {
-      Request r{http::verb::post, "/", version};
-      r.keep_alive(keep);
-      self->job_.reset();
-      self->send(json_response(r, 200, body), route.name);
-    });
+    self->reply_later(reply, 200, api::make_completion(id, created, model, request, results, prompt_tokens).dump());
   };
-  events.on_error = [=](const api::ApiError& e) {
-    on_strand([=] {
-      Request r{http::verb::post, "/", version};
-      r.keep_alive(keep);
-      self->job_.reset();
-      self->send(error_response(r, e), route.name);
-    });
-  };
+  events.on_error = [=](const api::ApiError& e) { self->reply_later(reply, e); };
   job_ = ctx_->service.start(std::move(prepared), events);
   watch_disconnect();
+}
+
+void HttpSession::reply_later(const ReplyTo& to, int status, std::string body) {
+  net::post(stream_.get_executor(), [self = shared_from_this(), to, status, body = std::move(body)] {
+    self->job_.reset();
+    self->send(json_response(to.request(), status, body), to.route);
+  });
+}
+
+void HttpSession::reply_later(const ReplyTo& to, const api::ApiError& error) {
+  net::post(stream_.get_executor(), [self = shared_from_this(), to, error] {
+    self->job_.reset();
+    self->send(error_response(to.request(), error), to.route);
+  });
 }
 
 void HttpSession::start_generate(const Request& req, const Route& route) {
@@ -191,8 +191,7 @@ void HttpSession::start_generate(const Request& req, const Route& route) {
   const auto model = prepared.model->config.name;
   const auto seed = prepared.request.params.seed;
   auto self = shared_from_this();
-  const auto keep = req.keep_alive();
-  const auto version = req.version();
+  const auto reply = ReplyTo{req.version(), req.keep_alive(), route.name};
   service::StreamEvents events;
   events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
     std::vector<std::string> texts;
@@ -201,25 +200,13 @@ void HttpSession::start_generate(const Request& req, const Route& route) {
       texts.push_back(api::clean_suggestion(r.text));
       completed += static_cast<int>(r.tokens.size());
     }
-    const auto body = api::make_frame("completed_response", request.prompt, texts,
+    self->reply_later(reply, 200,
+                      api::make_frame("completed_response", request.prompt, texts,
                                       {{"model_name", model}, {"cache_key", nullptr}, {"length", request.length},
                                        {"completed", completed}, {"seed", seed}})
-                          .dump();
-    net::post(self->stream_.get_executor(), [=] {
-      Request r{http::verb::post, "/", version};
-      r.keep_alive(keep);
-      self->job_.reset();
-      self->send(json_response(r, 200, body), route.name);
-    });
+                          .dump());
   };
-  events.on_error = [=](const api::ApiError& e) {
-    net::post(self->stream_.get_executor(), [=] {
-      Request r{http::verb::post, "/", version};
-      r.keep_alive(keep);
-      self->job_.reset();
-      self->send(error_response(r, e), route.name);
-    });
-  };
+  events.on_error = [=](const api::ApiError& e) { self->reply_later(reply, e); };
   job_ = ctx_->service.start(std::move(prepared), events);
   watch_disconnect();
 }

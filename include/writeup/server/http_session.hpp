@@ -29,6 +29,21 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void start_generate(const Request& req, const Route& route);
   void upgrade(Request req);
 
+  // Where an asynchronous answer goes: the request's HTTP version, keep-alive and route.
+  struct ReplyTo {
+    unsigned version = 11;
+    bool keep_alive = true;
+    std::string route;
+    Request request() const {
+      Request r{http::verb::post, "/", version};
+      r.keep_alive(keep_alive);
+      return r;
+    }
+  };
+  // Called from a worker thread: answers on the connection's strand.
+  void reply_later(const ReplyTo& to, int status, std::string body);
+  void reply_later(const ReplyTo& to, const api::ApiError& error);
+
   void send(Response res, const std::string& route);
   void on_write(bool close, beast::error_code ec, std::size_t bytes);
   // Server-sent events: a chunked response whose chunks are written one at a time.
