@@ -57,6 +57,7 @@ ClientMessage parse_client_message(std::string_view text, const WriteupLimits& l
                                 "message_type");
   }
   m.request = parse_writeup_fields(j, limits, partial);
+  if (auto key = j.find("api_key"); key != j.end() && key->is_string()) m.api_key = key->get<std::string>();
   return m;
 }
 

@@ -226,14 +226,22 @@ void HttpSession::upgrade(Request req) {
   if (!boost::beast::websocket::is_upgrade(req)) {
     throw api::ApiError(400, "websocket_required", "this path speaks WebSocket only");
   }
-  check_api_key(req, *ctx_);
+  // Browsers cannot set headers on a WebSocket: without a key in the header or query string
+  // the upgrade goes ahead and every new_request must carry an api_key field instead.
+  bool authorized = true;
+  try {
+    check_api_key(req, *ctx_);
+  } catch (const api::ApiError& e) {
+    if (e.code() != "missing_api_key") throw;
+    authorized = false;
+  }
   const auto& origins = ctx_->config.server.allowed_origins;
   const auto origin = std::string(req[http::field::origin]);
   if (!origins.empty() && !origin.empty() && std::find(origins.begin(), origins.end(), origin) == origins.end()) {
     throw api::ApiError(403, "origin_not_allowed", "origin " + origin + " is not allowed");
   }
   stream_.expires_never();
-  std::make_shared<WebSocketSession>(stream_.release_socket(), ctx_)->run(std::move(req));
+  std::make_shared<WebSocketSession>(stream_.release_socket(), ctx_, authorized)->run(std::move(req));
 }
 
 void HttpSession::send(Response res, const std::string& route) {

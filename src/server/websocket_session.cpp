@@ -3,6 +3,8 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
+
 #include "writeup/server/server_context.hpp"
 #include "writeup/util/logging.hpp"
 
@@ -19,8 +21,9 @@ struct WebSocketSession::Running {
   std::vector<int> tokens;
 };
 
-WebSocketSession::WebSocketSession(net::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx)
-    : ws_(std::move(socket)), ctx_(std::move(ctx)) {
+WebSocketSession::WebSocketSession(net::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx,
+                                   bool authorized)
+    : ws_(std::move(socket)), ctx_(std::move(ctx)), authorized_(authorized) {
   ++ctx_->connections;
 }
 
@@ -81,6 +84,13 @@ void WebSocketSession::handle_message(const std::string& text) {
     const auto m = api::parse_client_message(
         text, {ctx_->config.limits.max_batch_size, ctx_->config.limits.max_length}, &partial);
     if (m.type == api::ClientMessage::Type::cancel_request) return cancel_current(true);
+    if (!authorized_) {
+      const auto& keys = ctx_->config.server.api_keys;
+      if (std::find(keys.begin(), keys.end(), m.api_key) == keys.end()) {
+        throw api::ApiError(401, m.api_key.empty() ? "missing_api_key" : "invalid_api_key",
+                            "an API key is required (api_key field, query parameter or Bearer header)", "api_key");
+      }
+    }
     start(m.request);
   } catch (const api::ApiError& e) {
     ctx_->count_request("/ws/async/writeup", e.status());

@@ -1,8 +1,10 @@
 """HTTP routes of writeup-server, exercised with requests and curl as real clients."""
+import asyncio
 import json
 import subprocess
 
 import requests
+import websockets
 
 from conftest import DATA, Server
 
@@ -164,6 +166,17 @@ def test_api_keys_are_required_when_configured():
                            headers={"Authorization": "Bearer sekret"})
         assert ok.status_code == 200
         assert requests.get(s.url + "/health").status_code == 200
+
+        async def ws(url, **fields):
+            async with websockets.connect(url) as sock:
+                msg = {"message_type": "new_request", "prompt": "hi", "length": 2, "batch_size": 1, **fields}
+                await sock.send(json.dumps(msg))
+                return json.loads(await sock.recv())["message"]
+        path = "/ws/async/writeup/text_generation/session/k1/"
+        denied = asyncio.run(ws(s.ws_url + path))
+        assert denied["message_type"] == "error" and denied["error"]["code"] == "missing_api_key"
+        assert asyncio.run(ws(s.ws_url + path, api_key="sekret"))["message_type"] != "error"
+        assert asyncio.run(ws(s.ws_url + path + "?api_key=sekret"))["message_type"] != "error"
     finally:
         assert s.stop() == 0
 

@@ -32,6 +32,7 @@ struct WriteupLimits {
 struct ClientMessage {
   enum class Type { new_request, cancel_request } type = Type::new_request;
   WriteupRequest request;  // for new_request
+  std::string api_key;     // the optional api_key field (for browsers, which cannot set headers)
 };
 
 // Parses one client text frame. Throws ApiError (param = the field) on bad input; the

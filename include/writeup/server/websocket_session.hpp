@@ -24,7 +24,9 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
  public:
   static constexpr std::size_t kMaxQueuedFrames = 256;
 
-  WebSocketSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx);
+  // `authorized`: the upgrade carried a valid API key (or none is configured); otherwise each
+  // new_request must carry one in its api_key field.
+  WebSocketSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx, bool authorized);
   ~WebSocketSession();
   void run(Request upgrade);
 
@@ -55,6 +57,7 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
   std::uint64_t generation_ = 0;  // frames of superseded generations are dropped
   std::shared_ptr<Running> current_;
   std::uint64_t closer_id_ = 0;
+  bool authorized_ = true;
 };
 
 }  // namespace writeup::server
