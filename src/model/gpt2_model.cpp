@@ -69,16 +69,47 @@ std::shared_ptr<GPT2Model> GPT2Model::load(const std::filesystem::path& dir,
   auto fingerprint = model_fingerprint(*file);
   auto weights = load_gpt2_weights(file, config, device, dtype);
   return std::make_shared<GPT2Model>(std::move(config), std::move(weights), device, dtype,
-                                     std::move(fingerprint));
+                                     std::move(fingerprint), options.packed && device.is_cpu());
 }
 
 GPT2Model::GPT2Model(GPT2Config config, GPT2Weights weights, c10::Device device,
-                     c10::ScalarType dtype, std::string fingerprint)
+                     c10::ScalarType dtype, std::string fingerprint, bool packed)
     : config_(std::move(config)),
       weights_(std::move(weights)),
       device_(device),
       dtype_(dtype),
-      fingerprint_(std::move(fingerprint)) {}
+      fingerprint_(std::move(fingerprint)),
+      packed_(packed && device.is_cpu() && dtype == at::kFloat) {
+  if (!packed_) return;
+  c10::InferenceMode guard;
+  for (const auto& b : weights_.h) {
+    packed_blocks_.push_back({PackedLinear(b.attn_c_attn_weight, b.attn_c_attn_bias),
+                              PackedLinear(b.attn_c_proj_weight, b.attn_c_proj_bias),
+                              PackedLinear(b.mlp_c_fc_weight, b.mlp_c_fc_bias),
+                              PackedLinear(b.mlp_c_proj_weight, b.mlp_c_proj_bias)});
+  }
+  packed_lm_head_ = PackedLinear(weights_.lm_head, at::Tensor(), /*transposed=*/true);
+}
+
+at::Tensor GPT2Model::project(const at::Tensor& x, int layer, int which) const {
+  const auto l = static_cast<std::size_t>(layer);
+  if (packed_) {
+    const auto& p = packed_blocks_[l];
+    const PackedLinear* lin[] = {&p.c_attn, &p.attn_proj, &p.c_fc, &p.mlp_proj};
+    return lin[which]->forward(x);
+  }
+  const auto& b = weights_.h[l];
+  switch (which) {
+    case 0: return linear(x, b.attn_c_attn_weight, b.attn_c_attn_bias);
+    case 1: return linear(x, b.attn_c_proj_weight, b.attn_c_proj_bias);
+    case 2: return linear(x, b.mlp_c_fc_weight, b.mlp_c_fc_bias);
+    default: return linear(x, b.mlp_c_proj_weight, b.mlp_c_proj_bias);
+  }
+}
+
+at::Tensor GPT2Model::logits(const at::Tensor& x) const {
+  return packed_ ? packed_lm_head_.forward(x) : lm_head(x, weights_.lm_head);
+}
 
 KVCache GPT2Model::make_cache(int slots, int max_tokens) const {
   if (max_tokens <= 0) max_tokens = config_.n_positions;
@@ -120,8 +151,7 @@ at::Tensor GPT2Model::forward(std::span<const SequenceChunk> chunks, KVCache& ca
   x = at::layer_norm(x, {config_.n_embd}, weights_.ln_f_weight, weights_.ln_f_bias,
                      config_.layer_norm_epsilon);  // [N, C]
   if (!all_logits) x = x.index_select(0, at::tensor(last_rows, long_opts).to(device_));
-  at::Tensor logits = lm_head(x, weights_.lm_head);  // [B, V]
-  return logits.to(at::kCPU, at::kFloat).contiguous();
+  return logits(x).to(at::kCPU, at::kFloat).contiguous();  // [B, V]
 }
 
 at::Tensor GPT2Model::block(const at::Tensor& x, std::span<const SequenceChunk> chunks,
@@ -129,12 +159,12 @@ at::Tensor GPT2Model::block(const at::Tensor& x, std::span<const SequenceChunk> 
   const auto& b = weights_.h[static_cast<std::size_t>(layer)];
   const double eps = config_.layer_norm_epsilon;
   at::Tensor h = at::layer_norm(x, {config_.n_embd}, b.ln_1_weight, b.ln_1_bias, eps);  // [N, C]
-  at::Tensor qkv = linear(h, b.attn_c_attn_weight, b.attn_c_attn_bias);              // [N, 3C]
+  at::Tensor qkv = project(h, layer, 0);                                              // [N, 3C]
   at::Tensor a = attention(qkv, chunks, cache, layer);                               // [N, C]
-  at::Tensor x1 = x + linear(a, b.attn_c_proj_weight, b.attn_c_proj_bias);           // [N, C]
+  at::Tensor x1 = x + project(a, layer, 1);                                          // [N, C]
   h = at::layer_norm(x1, {config_.n_embd}, b.ln_2_weight, b.ln_2_bias, eps);          // [N, C]
-  at::Tensor m = at::gelu(linear(h, b.mlp_c_fc_weight, b.mlp_c_fc_bias), "tanh");     // [N, 4C]
-  return x1 + linear(m, b.mlp_c_proj_weight, b.mlp_c_proj_bias);                     // [N, C]
+  at::Tensor m = at::gelu(project(h, layer, 2), "tanh");                             // [N, 4C]
+  return x1 + project(m, layer, 3);                                                  // [N, C]
 }
 
 at::Tensor GPT2Model::attention(const at::Tensor& qkv, std::span<const SequenceChunk> chunks,

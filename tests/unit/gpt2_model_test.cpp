@@ -156,3 +156,21 @@ TEST(GPT2Model, RejectsAPromptLongerThanTheContext) {
   chunks = {{3, 0, {1}}};
   EXPECT_THROW(model->forward(chunks, cache), std::invalid_argument);
 }
+
+TEST(GPT2Model, ASequencesLogitsAreBitwiseTheSameInAnyBatch) {
+  auto model = GPT2Model::load(t::model_dir("tiny-gpt2"));
+  ASSERT_TRUE(model->batch_invariant());
+  const std::vector<int> a = {464, 2068, 7586, 21831, 18045}, b = {15496, 11, 995}, c = {13564, 929};
+  auto alone = model->make_cache(4);
+  std::vector<SequenceChunk> one{{0, 0, a}};
+  model->forward(one, alone);
+  one = {{0, 5, {11}}};
+  const auto want = model->forward(one, alone);
+  // The same two steps, with other sequences prefilling and decoding around it.
+  auto busy = model->make_cache(4);
+  std::vector<SequenceChunk> step1{{1, 0, b}, {0, 0, a}, {2, 0, c}};
+  model->forward(step1, busy);
+  std::vector<SequenceChunk> step2{{2, 2, {7}}, {1, 3, {8}}, {0, 5, {11}}, {3, 0, {1, 2, 3, 4, 5, 6, 7}}};
+  const auto got = model->forward(step2, busy);
+  EXPECT_TRUE(at::equal(got[2], want[0]));
+}

@@ -12,6 +12,7 @@
 #include "writeup/model/gpt2_config.hpp"
 #include "writeup/model/gpt2_weights.hpp"
 #include "writeup/model/kv_cache.hpp"
+#include "writeup/model/packed_linear.hpp"
 
 namespace writeup::model {
 
@@ -27,6 +28,7 @@ struct SequenceChunk {
 struct LoadOptions {
   std::string device = "cpu";  // "cpu", "cuda", "cuda:N"
   std::string dtype = "auto";  // auto (float32 on CPU, float16 on CUDA), float32, float16, bfloat16
+  bool packed = true;          // CPU: batch-invariant packed kernels (else BLAS GEMM/GEMV)
 };
 
 // GPT-2 with a KV cache. Thread-compatible: one thread (the model's worker) calls forward.
@@ -36,12 +38,15 @@ class GPT2Model {
   static std::shared_ptr<GPT2Model> load(const std::filesystem::path& dir,
                                          const LoadOptions& options = {});
   GPT2Model(GPT2Config config, GPT2Weights weights, c10::Device device, c10::ScalarType dtype,
-            std::string fingerprint);
+            std::string fingerprint, bool packed = false);
 
   const GPT2Config& config() const { return config_; }
   const GPT2Weights& weights() const { return weights_; }
   c10::Device device() const { return device_; }
   c10::ScalarType dtype() const { return dtype_; }
+  // True when the CPU packed kernels run the projections: a row's logits are then bitwise the
+  // same whatever else shares its batch.
+  bool batch_invariant() const { return packed_; }
   // Stable hash of the weights file's header and size (hex), for cache keys.
   const std::string& fingerprint() const { return fingerprint_; }
 
@@ -58,12 +63,21 @@ class GPT2Model {
                        KVCache& cache, int layer) const;
   at::Tensor block(const at::Tensor& x, std::span<const SequenceChunk> chunks, KVCache& cache,
                    int layer) const;
+  at::Tensor project(const at::Tensor& x, int layer, int which) const;  // which: 0..3 as below
+  at::Tensor logits(const at::Tensor& x) const;
+
+  struct PackedBlock {
+    PackedLinear c_attn, attn_proj, c_fc, mlp_proj;
+  };
 
   GPT2Config config_;
   GPT2Weights weights_;
   c10::Device device_;
   c10::ScalarType dtype_;
   std::string fingerprint_;
+  bool packed_ = false;
+  std::vector<PackedBlock> packed_blocks_;
+  PackedLinear packed_lm_head_;
 };
 
 // Stable fingerprint of a safetensors file (header bytes and file size).
