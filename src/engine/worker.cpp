@@ -40,10 +40,8 @@ void Worker::stop() {
   std::deque<std::shared_ptr<Job>> dropped;
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
     dropped.swap(queue_);
-    if (current_) current_->cancel();
   }
   wake_.notify_all();
   for (auto& job : dropped) {
@@ -62,7 +60,7 @@ std::shared_ptr<const model::GPT2Model> Worker::model() const {
   return model_;
 }
 
-void Worker::loop() {
+void Worker::load() {
   const auto t0 = Job::Clock::now();
   try {
     auto m = model::GPT2Model::load(options_.path, options_.load);
@@ -78,74 +76,63 @@ void Worker::loop() {
     log::info("model " + options_.model_name + " loaded from " + options_.path + " in " +
               std::to_string(load_seconds_.load()) + " s");
   }
-  for (;;) {
-    std::shared_ptr<Job> job;
-    {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (stopping_) return;
-      job = std::move(queue_.front());
-      queue_.pop_front();
-      current_ = job;
-    }
-    run(*job);
-    std::lock_guard lock(mutex_);
-    current_.reset();
-  }
 }
 
-void Worker::run(Job& job) {
-  auto& cb = job.callbacks;
-  const auto fail = [&](JobError e, const std::string& message) {
-    if (cb.on_error) cb.on_error(e, message);
-  };
-  if (!model_) return fail(JobError::internal, "model " + options_.model_name + " is not loaded: " + load_error_);
-  bool timed_out = false;
-  const int n = job.request.n;
-  std::vector<Job::Clock::time_point> last(static_cast<std::size_t>(n), job.submitted);
-  bool first = true;
-  running_ = n;
-  try {
-    auto results = generate::generate(
-        *model_, *tokenizer_, job.request,
-        [&](int index, int token, const std::string& text) {
-          const auto now = Job::Clock::now();
-          auto& prev = last[static_cast<std::size_t>(index)];
-          const double dt = std::chrono::duration<double>(now - prev).count();
-          if (first && options_.first_token_seconds) options_.first_token_seconds->observe(dt);
-          if (!first && options_.token_seconds && prev != job.submitted) options_.token_seconds->observe(dt);
-          first = false;
-          prev = now;
-          if (options_.tokens_total) options_.tokens_total->inc();
-          if (cb.on_token) cb.on_token(index, token, text);
-        },
-        [&] {
-          if (job.cancelled()) return true;
-          timed_out = Job::Clock::now() > job.deadline;
-          return timed_out;
-        });
-    running_ = 0;
-    device_error_ = false;
-    if (timed_out) return fail(JobError::timeout, "the request took longer than its timeout");
-    if (cb.on_done) cb.on_done(std::move(results));
-  } catch (const c10::OutOfMemoryError& e) {
-    running_ = 0;
-    if (options_.oom_total) options_.oom_total->inc();
-    log::warn("model " + options_.model_name + ": out of memory: " + e.what_without_backtrace());
-    fail(JobError::out_of_memory, "the device ran out of memory for this request");
-  } catch (const std::invalid_argument& e) {
-    running_ = 0;
-    fail(JobError::invalid, e.what());
-  } catch (const c10::Error& e) {
-    running_ = 0;
-    device_error_ = true;
-    log::error("model " + options_.model_name + ": device error: " + e.what_without_backtrace());
-    fail(JobError::internal, "the model failed on this request");
-  } catch (const std::exception& e) {
-    running_ = 0;
-    log::error("model " + options_.model_name + ": " + e.what());
-    fail(JobError::internal, "the model failed on this request");
+void Worker::loop() {
+  load();
+  std::unique_ptr<Batcher> batcher;
+  if (model_) {
+    BatcherOptions bo;
+    bo.slots = options_.max_batch;
+    bo.prefill_chunk = options_.prefill_chunk;
+    bo.tokens_total = options_.tokens_total;
+    bo.oom_total = options_.oom_total;
+    bo.first_token_seconds = options_.first_token_seconds;
+    bo.token_seconds = options_.token_seconds;
+    bo.before_forward = options_.before_forward;
+    batcher = std::make_unique<Batcher>(model_, tokenizer_, std::move(bo));
   }
+  for (;;) {
+    std::vector<std::shared_ptr<Job>> admitted;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || (batcher && !batcher->idle()); });
+      if (stopping_) break;
+      // FIFO: the head waits for enough free slots, and nothing overtakes it.
+      int free = batcher ? batcher->free_slots() : 0;
+      while (!queue_.empty()) {
+        const int n = queue_.front()->request.n;
+        if (batcher && n <= batcher->slots() && n > free) break;
+        free -= n;
+        admitted.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    for (auto& job : admitted) {
+      if (!batcher) {
+        if (job->callbacks.on_error) {
+          job->callbacks.on_error(JobError::internal, "model " + options_.model_name + " is not loaded: " + load_error_);
+        }
+        continue;
+      }
+      batcher->admit(std::move(job));
+    }
+    if (!batcher) continue;
+    try {
+      batcher->step();
+      device_error_ = false;
+    } catch (const c10::Error& e) {
+      device_error_ = true;
+      log::error("model " + options_.model_name + ": device error: " + e.what_without_backtrace());
+      batcher->fail_all(JobError::internal, "the model failed on this request");
+    } catch (const std::exception& e) {
+      log::error("model " + options_.model_name + ": " + e.what());
+      batcher->fail_all(JobError::internal, "the model failed on this request");
+    }
+    running_ = batcher->running_sequences();
+  }
+  if (batcher) batcher->fail_all(JobError::shutdown, "the server is stopping");
+  running_ = 0;
 }
 
 }  // namespace writeup::engine

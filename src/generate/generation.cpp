@@ -19,22 +19,25 @@ struct Running {
   bool done = false;
 };
 
-// Appends `piece` to the sequence's text; true when a stop string now ends it.
 bool append_text(Running& s, const std::string& piece, const std::vector<std::string>& stops) {
-  const std::size_t before = s.out.text.size();
-  s.out.text += piece;
+  return append_until_stop(s.out.text, piece, stops);
+}
+
+}  // namespace
+
+bool append_until_stop(std::string& text, const std::string& piece, const std::vector<std::string>& stops) {
+  const std::size_t before = text.size();
+  text += piece;
   for (const auto& stop : stops) {
     const std::size_t from = before >= stop.size() ? before - stop.size() + 1 : 0;
-    const auto at = s.out.text.find(stop, from);
+    const auto at = text.find(stop, from);
     if (at != std::string::npos) {
-      s.out.text.resize(at);
+      text.resize(at);
       return true;
     }
   }
   return false;
 }
-
-}  // namespace
 
 std::vector<GeneratedSequence> generate(const model::GPT2Model& model,
                                         const text::BpeTokenizer& tokenizer,

@@ -15,7 +15,7 @@ SERVER_BIN = os.environ.get("WRITEUP_SERVER_BIN", str(ROOT / "build" / "writeup-
 
 
 class Server:
-    def __init__(self, *args, config=None):
+    def __init__(self, *args, config=None, env=None):
         cmd = [SERVER_BIN, "--host", "127.0.0.1", "--port", "0", "--log-level", "warn"]
         self._config_file = None
         if config is not None:
@@ -26,11 +26,12 @@ class Server:
         else:
             cmd += ["--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}"]
         cmd += list(args)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, **(env or {})})
         line = self.proc.stdout.readline()
         if "listening on" not in line:
             self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()}")
+            raise RuntimeError(f"server did not start: {line!r}")
         self.url = line.strip().split()[-1]
         self.port = int(self.url.rsplit(":", 1)[1])
         self.ws_url = f"ws://127.0.0.1:{self.port}"

@@ -156,3 +156,35 @@ def test_shutdown_closes_websockets_with_a_close_frame():
     assert code == 1001
     assert s.proc.wait(timeout=10) == 0
     assert time.time() - t < 6
+
+
+def test_out_of_memory_fails_only_that_request_and_the_server_stays_ready():
+    s = Server(env={"WRITEUP_TEST_OOM_OVER_TOKENS": "16"})
+    try:
+        long_prompt = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen " * 2
+
+        async def go():
+            async with websockets.connect(s.ws_url + WS_PATH) as ws:
+                await ws.send(new_request(prompt=long_prompt, length=5, batch_size=2))
+                while True:
+                    m = json.loads(await ws.recv())["message"]
+                    if m["message_type"] != "updated_response":
+                        break
+                await ws.send(new_request(prompt="short", length=5, batch_size=2))
+                while True:
+                    ok = json.loads(await ws.recv())["message"]
+                    if ok["message_type"] != "updated_response":
+                        return m, ok
+        oom, ok = asyncio.run(go())
+        assert oom["message_type"] == "oom_response"
+        assert oom["prompt"] == long_prompt and oom["text_0"] and "text_1" in oom
+        assert ok["message_type"] == "completed_response"
+        r = requests.post(s.url + "/v1/completions", json={"prompt": long_prompt, "max_tokens": 3})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "out_of_memory"
+        assert requests.post(s.url + "/v1/completions", json={"prompt": "short", "max_tokens": 3}).status_code == 200
+        assert requests.get(s.url + "/ready").status_code == 200
+        metrics = requests.get(s.url + "/metrics").text
+        line = next(l for l in metrics.splitlines() if l.startswith("writeup_oom_total{"))
+        assert float(line.split()[-1]) >= 2
+    finally:
+        s.stop()

@@ -6,6 +6,7 @@
 #include <string>
 #include <thread>
 
+#include "writeup/engine/batcher.hpp"
 #include "writeup/engine/job.hpp"
 #include "writeup/model/gpt2_model.hpp"
 
@@ -24,15 +25,19 @@ struct WorkerOptions {
   std::string path;                      // model directory, loaded on the worker's thread
   model::LoadOptions load;               // device and dtype
   int max_queue = 64;                    // waiting jobs beyond which submit() refuses
-  int intra_op_threads = 0;              // libtorch threads for this worker (0 = all cores)
+  int max_batch = 10;                    // sequences decoded together (KV-cache slots)
+  int prefill_chunk = 128;               // prompt tokens prefilled per step
   metrics::Counter* tokens_total = nullptr;          // optional: tokens generated
   metrics::Counter* oom_total = nullptr;             // optional: OOM failures
   metrics::Histogram* first_token_seconds = nullptr; // optional: submit -> first token
   metrics::Histogram* token_seconds = nullptr;       // optional: between tokens of a sequence
+  // Test hook (see BatcherOptions::before_forward).
+  std::function<void(long step, const std::vector<model::SequenceChunk>& chunks)> before_forward;
 };
 
-// Engine v1: one thread that owns one copy of the model and runs one job (its n sequences as
-// one batch) at a time from a bounded FIFO queue.
+// One thread that owns one copy of the model and its KV cache, takes jobs from a bounded FIFO
+// queue and runs them with continuous batching (see Batcher): a job starts as soon as slots
+// for its n sequences are free, without waiting for the others to finish.
 class Worker {
  public:
   Worker(WorkerOptions options, std::shared_ptr<const text::BpeTokenizer> tokenizer);
@@ -57,7 +62,7 @@ class Worker {
 
  private:
   void loop();
-  void run(Job& job);
+  void load();
 
   WorkerOptions options_;
   std::shared_ptr<const text::BpeTokenizer> tokenizer_;
@@ -65,7 +70,6 @@ class Worker {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::shared_ptr<Job> current_;
   bool stopping_ = false;
   std::atomic<bool> loaded_{false};
   std::atomic<bool> device_error_{false};

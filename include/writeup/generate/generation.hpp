@@ -29,6 +29,10 @@ struct GeneratedSequence {
 // Called after each new token of sequence `index` with the text it completed (may be empty).
 using TokenCallback = std::function<void(int index, int token, const std::string& text)>;
 
+// Appends `piece` to `text`; when a stop string now occurs, cuts `text` before it and returns
+// true. Only the new text and the stop string's length before it are searched.
+bool append_until_stop(std::string& text, const std::string& piece, const std::vector<std::string>& stops);
+
 // Asked before every forward step; true ends the unfinished sequences as "cancelled".
 using StopCheck = std::function<bool()>;
 

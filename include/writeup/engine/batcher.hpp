@@ -1,0 +1,78 @@
+#pragma once
+#include <functional>
+#include <list>
+#include <memory>
+#include <vector>
+
+#include "writeup/engine/job.hpp"
+#include "writeup/model/gpt2_model.hpp"
+
+namespace writeup::metrics {
+class Counter;
+class Histogram;
+}  // namespace writeup::metrics
+namespace writeup::text {
+class BpeTokenizer;
+}
+
+namespace writeup::engine {
+
+struct BatcherOptions {
+  int slots = 10;                  // sequences decoded together (KV-cache slots)
+  int prefill_chunk = 128;         // prompt tokens prefilled per step, so streams keep flowing
+  metrics::Counter* tokens_total = nullptr;           // optional
+  metrics::Counter* oom_total = nullptr;              // optional
+  metrics::Histogram* first_token_seconds = nullptr;  // optional
+  metrics::Histogram* token_seconds = nullptr;        // optional
+  // Test hook, called before every forward pass (including the retries of a split batch) with
+  // the step number and the chunks; it may throw c10::OutOfMemoryError to simulate an OOM.
+  std::function<void(long step, const std::vector<model::SequenceChunk>& chunks)> before_forward;
+};
+
+// Continuous batching over a fixed set of KV-cache slots: every step decodes one token for
+// every running sequence of every admitted job, plus at most one prefill chunk of a waiting
+// prompt, in one forward pass; finished, cancelled and timed-out sequences leave at once and
+// their slots serve the next job. With the model's batch-invariant kernels a sequence's
+// tokens do not depend on what else shares the batch. Runs on one thread (the worker's).
+class Batcher {
+ public:
+  Batcher(std::shared_ptr<const model::GPT2Model> model, std::shared_ptr<const text::BpeTokenizer> tokenizer,
+          BatcherOptions options);
+  ~Batcher();
+
+  int free_slots() const { return static_cast<int>(free_.size()); }
+  int slots() const { return options_.slots; }
+  int running_sequences() const { return running_; }
+  bool idle() const { return jobs_.empty(); }
+
+  // Takes a job whose n fits in the free slots (check free_slots() first). A job that can
+  // never run (too many sequences, too long) fails at once with JobError::invalid.
+  void admit(std::shared_ptr<Job> job);
+  // One forward pass and its sampling; returns false when there was nothing to do.
+  bool step();
+  // Ends every job: on_error(reason) for each.
+  void fail_all(JobError reason, const std::string& message);
+
+ private:
+  struct Sequence;
+  struct Active;
+  using Row = std::pair<Active*, int>;  // (job, sequence index or -1 for its prefill chunk)
+
+  void expire();  // cancelled and timed-out jobs
+  void run_rows(std::vector<model::SequenceChunk>& chunks, std::vector<Row>& rows, at::Tensor& logits);
+  void on_logits(Active& job, int index, const float* logits);
+  void finish_prefill(Active& job, const float* logits);
+  void retire();
+  void release(Active& job);
+
+  std::shared_ptr<const model::GPT2Model> model_;
+  std::shared_ptr<const text::BpeTokenizer> tokenizer_;
+  BatcherOptions options_;
+  model::KVCache cache_;
+  std::vector<int> free_;
+  std::list<std::unique_ptr<Active>> jobs_;
+  int running_ = 0;
+  long steps_ = 0;
+};
+
+}  // namespace writeup::engine

@@ -1,0 +1,259 @@
+#include "writeup/engine/batcher.hpp"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include "writeup/generate/sampler.hpp"
+#include "writeup/metrics/registry.hpp"
+#include "writeup/text/bpe_tokenizer.hpp"
+#include "writeup/text/stream_decoder.hpp"
+#include "writeup/util/logging.hpp"
+
+namespace writeup::engine {
+
+using Clock = Job::Clock;
+
+struct Batcher::Sequence {
+  int slot = 0;
+  generate::Sampler sampler;
+  text::StreamDecoder decoder;
+  generate::GeneratedSequence out;
+  bool done = false;
+  int last = 0;  // the token to feed next
+  int pos = 0;   // where `last` goes in the cache
+  Clock::time_point last_time{};
+};
+
+struct Batcher::Active {
+  std::shared_ptr<Job> job;
+  std::vector<Sequence> seqs;
+  int prefilled = 0;     // prompt tokens in the cache
+  bool decoding = false;  // prefill finished
+  bool first = true;      // no token yet (for time-to-first-token)
+  bool failed = false;
+  JobError error = JobError::internal;
+  std::string message;
+  bool finished() const {
+    if (failed) return true;
+    for (const auto& s : seqs) {
+      if (!s.done) return false;
+    }
+    return true;
+  }
+};
+
+Batcher::Batcher(std::shared_ptr<const model::GPT2Model> model, std::shared_ptr<const text::BpeTokenizer> tokenizer,
+                 BatcherOptions options)
+    : model_(std::move(model)),
+      tokenizer_(std::move(tokenizer)),
+      options_(std::move(options)),
+      cache_(model_->make_cache(options_.slots)) {
+  for (int i = options_.slots - 1; i >= 0; --i) free_.push_back(i);
+}
+
+Batcher::~Batcher() = default;
+
+void Batcher::admit(std::shared_ptr<Job> job) {
+  const auto& r = job->request;
+  const auto fail = [&](const std::string& message) {
+    if (job->callbacks.on_error) job->callbacks.on_error(JobError::invalid, message);
+  };
+  if (r.n < 1 || r.n > options_.slots) {
+    return fail("n = " + std::to_string(r.n) + " exceeds the " + std::to_string(options_.slots) +
+                " sequences this worker runs at once");
+  }
+  if (r.prompt.empty()) return fail("prompt is empty");
+  const int ctx = model_->config().n_positions;
+  if (static_cast<int>(r.prompt.size()) + r.params.max_tokens > ctx) {
+    return fail("prompt (" + std::to_string(r.prompt.size()) + " tokens) + max_tokens (" +
+                std::to_string(r.params.max_tokens) + ") exceeds the model context of " + std::to_string(ctx));
+  }
+  auto active = std::make_unique<Active>();
+  try {
+    for (int i = 0; i < r.n; ++i) {
+      active->seqs.push_back(Sequence{0, generate::Sampler(r.params, i, r.prompt), text::StreamDecoder(*tokenizer_), {}});
+    }
+  } catch (const std::invalid_argument& e) {
+    return fail(e.what());
+  }
+  if (static_cast<int>(free_.size()) < r.n) return fail("no free slots (admission bug)");
+  for (auto& s : active->seqs) {
+    s.slot = free_.back();
+    free_.pop_back();
+  }
+  active->job = std::move(job);
+  jobs_.push_back(std::move(active));
+}
+
+void Batcher::expire() {
+  const auto now = Clock::now();
+  for (auto& a : jobs_) {
+    if (a->job->cancelled()) {
+      for (auto& s : a->seqs) {
+        if (!s.done) s.out.finish_reason = "cancelled";
+        s.done = true;
+      }
+    } else if (now > a->job->deadline && !a->failed) {
+      a->failed = true;
+      a->error = JobError::timeout;
+      a->message = "the request took longer than its timeout";
+    }
+  }
+}
+
+bool Batcher::step() {
+  ++steps_;
+  expire();
+  retire();
+  std::vector<model::SequenceChunk> chunks;
+  std::vector<Row> rows;
+  for (auto& a : jobs_) {
+    if (!a->decoding) continue;
+    for (std::size_t i = 0; i < a->seqs.size(); ++i) {
+      const auto& s = a->seqs[i];
+      if (s.done) continue;
+      chunks.push_back({s.slot, s.pos, {s.last}});
+      rows.emplace_back(a.get(), static_cast<int>(i));
+    }
+  }
+  for (auto& a : jobs_) {  // one prefill chunk per step, first come first served
+    if (a->decoding || a->failed) continue;
+    const auto& prompt = a->job->request.prompt;
+    const int n = std::min<int>(options_.prefill_chunk, static_cast<int>(prompt.size()) - a->prefilled);
+    chunks.push_back({a->seqs[0].slot, a->prefilled,
+                      std::vector<int>(prompt.begin() + a->prefilled, prompt.begin() + a->prefilled + n)});
+    rows.emplace_back(a.get(), -1);
+    break;
+  }
+  if (chunks.empty()) return false;
+  at::Tensor logits;
+  run_rows(chunks, rows, logits);
+  retire();
+  return true;
+}
+
+// Runs the chunks; on a device OOM splits them in halves and retries each (the cache writes
+// are idempotent and the kernels batch-invariant, so results are the same). A single chunk
+// that still does not fit fails its job.
+void Batcher::run_rows(std::vector<model::SequenceChunk>& chunks, std::vector<Row>& rows, at::Tensor& logits) {
+  try {
+    if (options_.before_forward) options_.before_forward(steps_, chunks);
+    logits = model_->forward(chunks, cache_);  // [chunks, V]
+  } catch (const c10::OutOfMemoryError& e) {
+    if (options_.oom_total) options_.oom_total->inc();
+    if (chunks.size() == 1) {
+      log::warn("out of memory for one sequence on its own: failing its request");
+      rows[0].first->failed = true;
+      rows[0].first->error = JobError::out_of_memory;
+      rows[0].first->message = "the device ran out of memory for this request";
+      return;
+    }
+    log::warn("out of memory for " + std::to_string(chunks.size()) + " sequences: retrying in halves");
+    const auto half = static_cast<std::ptrdiff_t>(chunks.size() / 2);
+    for (auto [b, e2] : {std::pair<std::ptrdiff_t, std::ptrdiff_t>{0, half},
+                         {half, static_cast<std::ptrdiff_t>(chunks.size())}}) {
+      std::vector<model::SequenceChunk> c(chunks.begin() + b, chunks.begin() + e2);
+      std::vector<Row> r(rows.begin() + b, rows.begin() + e2);
+      at::Tensor l;
+      run_rows(c, r, l);
+    }
+    return;
+  }
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    auto& [job, index] = rows[i];
+    if (job->failed) continue;
+    const float* row = logits[static_cast<std::int64_t>(i)].data_ptr<float>();
+    if (index < 0) {
+      job->prefilled += static_cast<int>(chunks[i].tokens.size());
+      if (job->prefilled == static_cast<int>(job->job->request.prompt.size())) finish_prefill(*job, row);
+    } else {
+      ++job->seqs[static_cast<std::size_t>(index)].pos;
+      on_logits(*job, index, row);
+    }
+  }
+}
+
+void Batcher::finish_prefill(Active& a, const float* logits) {
+  const int prompt_len = static_cast<int>(a.job->request.prompt.size());
+  for (std::size_t i = 1; i < a.seqs.size(); ++i) cache_.copy_prefix(a.seqs[0].slot, a.seqs[i].slot, prompt_len);
+  a.decoding = true;
+  for (std::size_t i = 0; i < a.seqs.size(); ++i) {
+    a.seqs[i].pos = prompt_len;
+    on_logits(a, static_cast<int>(i), logits);
+  }
+}
+
+void Batcher::on_logits(Active& a, int index, const float* logits) {
+  auto& s = a.seqs[static_cast<std::size_t>(index)];
+  if (s.done) return;
+  const auto& p = a.job->request.params;
+  const int token = s.sampler.sample({logits, static_cast<std::size_t>(model_->config().vocab_size)});
+  const auto now = Clock::now();
+  if (a.first && options_.first_token_seconds) {
+    options_.first_token_seconds->observe(std::chrono::duration<double>(now - a.job->submitted).count());
+  } else if (s.last_time != Clock::time_point{} && options_.token_seconds) {
+    options_.token_seconds->observe(std::chrono::duration<double>(now - s.last_time).count());
+  }
+  a.first = false;
+  s.last_time = now;
+  if (options_.tokens_total) options_.tokens_total->inc();
+  if (token == model_->config().eos_token_id) {
+    s.done = true;
+    s.out.finish_reason = "stop";
+    generate::append_until_stop(s.out.text, s.decoder.flush(), p.stop);
+    return;
+  }
+  s.out.tokens.push_back(token);
+  s.last = token;
+  const std::string piece = s.decoder.push(token);
+  if (generate::append_until_stop(s.out.text, piece, p.stop)) {
+    s.done = true;
+    s.out.finish_reason = "stop";
+  } else if (static_cast<int>(s.out.tokens.size()) >= p.max_tokens) {
+    s.done = true;
+    s.out.finish_reason = "length";
+    generate::append_until_stop(s.out.text, s.decoder.flush(), p.stop);
+  }
+  if (a.job->callbacks.on_token) a.job->callbacks.on_token(index, token, piece);
+}
+
+void Batcher::release(Active& a) {
+  for (auto& s : a.seqs) free_.push_back(s.slot);
+  a.seqs.clear();
+}
+
+void Batcher::retire() {
+  running_ = 0;
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    Active& a = **it;
+    if (!a.finished()) {
+      for (const auto& s : a.seqs) running_ += s.done ? 0 : 1;
+      ++it;
+      continue;
+    }
+    auto job = a.job;
+    std::vector<generate::GeneratedSequence> results;
+    for (auto& s : a.seqs) results.push_back(std::move(s.out));
+    const bool failed = a.failed;
+    const auto error = a.error;
+    const auto message = a.message;
+    release(a);
+    it = jobs_.erase(it);
+    if (failed) {
+      if (job->callbacks.on_error) job->callbacks.on_error(error, message);
+    } else if (job->callbacks.on_done) {
+      job->callbacks.on_done(std::move(results));
+    }
+  }
+}
+
+void Batcher::fail_all(JobError reason, const std::string& message) {
+  for (auto& a : jobs_) {
+    a->failed = true;
+    a->error = reason;
+    a->message = message;
+  }
+  retire();
+}
+
+}  // namespace writeup::engine
