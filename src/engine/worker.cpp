@@ -72,7 +72,6 @@ void Worker::load() {
   }
   load_seconds_ = std::chrono::duration<double>(Job::Clock::now() - t0).count();
   if (model_) {
-    loaded_ = true;
     log::info("model " + options_.model_name + " loaded from " + options_.path + " in " +
               std::to_string(load_seconds_.load()) + " s");
   }
@@ -91,6 +90,7 @@ void Worker::loop() {
     bo.token_seconds = options_.token_seconds;
     bo.before_forward = options_.before_forward;
     batcher = std::make_unique<Batcher>(model_, tokenizer_, std::move(bo));
+    loaded_ = true;  // weights and KV cache in place: ready to serve
   }
   for (;;) {
     std::vector<std::shared_ptr<Job>> admitted;

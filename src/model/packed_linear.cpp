@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cstring>
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -67,14 +70,41 @@ bool has_avx2() {
 }  // namespace
 
 PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias, bool transposed) {
-  const at::Tensor w = (transposed ? weight.t() : weight).to(at::kFloat);  // [K, N]
-  k_ = w.size(0);
-  n_ = w.size(1);
+  const at::Tensor w = weight.to(at::kFloat).contiguous();  // [K, N], or [N, K] when transposed
+  k_ = transposed ? w.size(1) : w.size(0);
+  n_ = transposed ? w.size(0) : w.size(1);
   tiles_ = (n_ + T - 1) / T;
-  // [K, N] -> zero-pad N -> [K, tiles, 16] -> [tiles, K, 16]
-  at::Tensor padded = at::zeros({k_, tiles_ * T}, at::kFloat);
-  padded.narrow(1, 0, n_).copy_(w);
-  packed_ = padded.view({k_, tiles_, T}).permute({1, 0, 2}).contiguous();
+  packed_ = at::empty({tiles_, k_, T}, at::kFloat);
+  const float* src = w.data_ptr<float>();
+  float* dst = packed_.data_ptr<float>();
+  const std::int64_t K = k_, N = n_;
+  // dst[t][k][j] = W[k][t*16 + j], zero past N; each loop reads its source sequentially.
+  if (transposed) {  // source rows are output columns: read a row, scatter along k
+    at::parallel_for(0, tiles_, 1, [&](std::int64_t t0, std::int64_t t1) {
+      for (std::int64_t t = t0; t < t1; ++t) {
+        for (std::int64_t j = 0; j < T; ++j) {
+          const std::int64_t col = t * T + j;
+          float* out = dst + t * K * T + j;
+          for (std::int64_t k = 0; k < K; ++k) out[k * T] = col < N ? src[col * K + k] : 0.0f;
+        }
+      }
+    });
+  } else {  // source rows are k: blocks of 16 rows, so each tile gets 16 consecutive lines
+    constexpr std::int64_t B = 16;
+    at::parallel_for(0, (K + B - 1) / B, 1, [&](std::int64_t b0, std::int64_t b1) {
+      for (std::int64_t b = b0; b < b1; ++b) {
+        const std::int64_t k0 = b * B, k1 = std::min(K, k0 + B);
+        for (std::int64_t t = 0; t < tiles_; ++t) {
+          const std::int64_t cols = std::min(T, N - t * T);
+          for (std::int64_t k = k0; k < k1; ++k) {
+            float* out = dst + (t * K + k) * T;
+            std::memcpy(out, src + k * N + t * T, static_cast<std::size_t>(cols) * sizeof(float));
+            std::fill(out + cols, out + T, 0.0f);
+          }
+        }
+      }
+    });
+  }
   bias_ = at::zeros({tiles_ * T}, at::kFloat);
   if (bias.defined()) bias_.narrow(0, 0, n_).copy_(bias.to(at::kFloat));
 }
@@ -100,8 +130,11 @@ at::Tensor PackedLinear::forward(const at::Tensor& input) const {
     for (std::int64_t t = t0; t < t1; ++t) {
       const float* w = wp + t * K * T;
       const std::int64_t cols = std::min(T, N - t * T);
-      for (std::int64_t m = 0; m < M; m += kRows) {
-        const std::int64_t rows = std::min(kRows, M - m);
+      // Rows in blocks of at most 6, balanced (8 rows: 4 + 4, not 6 + 2). Which block a row
+      // lands in does not change its arithmetic.
+      const std::int64_t blocks = (M + kRows - 1) / kRows, per = (M + blocks - 1) / blocks;
+      for (std::int64_t m = 0; m < M; m += per) {
+        const std::int64_t rows = std::min(per, M - m);
 #if defined(__x86_64__)
         if (has_avx2()) {
           kAvx2Tiles[rows](xp + m * K, K, w, bp + t * T, yp + m * N + t * T, N, K, cols);

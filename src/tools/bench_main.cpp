@@ -3,13 +3,22 @@
 //   writeup-bench tokenizer [--model DIR] [--mb N] [--runs N]
 //   writeup-bench load --model DIR [--runs N]
 //   writeup-bench decode --model DIR [--tokens N] [--runs N] [--threads N]
+//   writeup-bench engine --model DIR [--concurrency 1,4,8,16] [--tokens N] [--runs N]
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <random>
 
 #include "cli_args.hpp"
+#include "writeup/engine/worker.hpp"
 #include "writeup/generate/generation.hpp"
 #include "writeup/model/gpt2_model.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
@@ -27,25 +36,28 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-// Single-thread sequential read bandwidth over a buffer much larger than the caches (GB/s).
-double read_bandwidth_gbs() {
-  std::vector<float> buf((1ull << 30) / sizeof(float), 1.0f);
+// Sequential read bandwidth with every intra-op thread reading its share of a buffer much
+// larger than the caches (GB/s): what a decode step that streams the weights can get.
+double read_bandwidth_gb_s() {
+  const std::size_t n = (1ull << 30) / sizeof(float);
+  std::vector<float> buf(n, 1.0f);
   double best = 1e9;
-  volatile float sink = 0;
+  std::atomic<double> sink{0};
   for (int r = 0; r < 5; ++r) {
     const auto t = Clock::now();
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (std::size_t i = 0; i + 3 < buf.size(); i += 4) {
-      s0 += buf[i];
-      s1 += buf[i + 1];
-      s2 += buf[i + 2];
-      s3 += buf[i + 3];
-    }
-    sink = s0 + s1 + s2 + s3;
+    at::parallel_for(0, static_cast<std::int64_t>(n / 4096), 1, [&](std::int64_t b, std::int64_t e) {
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (std::size_t i = static_cast<std::size_t>(b) * 4096; i < static_cast<std::size_t>(e) * 4096; i += 4) {
+        s0 += buf[i];
+        s1 += buf[i + 1];
+        s2 += buf[i + 2];
+        s3 += buf[i + 3];
+      }
+      sink = sink + s0 + s1 + s2 + s3;
+    });
     best = std::min(best, seconds_since(t));
   }
-  (void)sink;
-  return static_cast<double>(buf.size() * sizeof(float)) / best / 1e9;
+  return static_cast<double>(n * sizeof(float)) / best / 1e9;
 }
 
 int bench_tokenizer(const writeup::tools::CliArgs& args) {
@@ -129,7 +141,7 @@ int bench_decode(const writeup::tools::CliArgs& args) {
     }
   }
   bytes += static_cast<double>(w.lm_head.numel() * w.lm_head.element_size());
-  const double bw = read_bandwidth_gbs();
+  const double bw = read_bandwidth_gb_s();
   const double floor_ms = bytes / (bw * 1e9) * 1e3;
   const double tps = median(rates);
   std::printf("{\"bench\":\"decode\",\"model\":\"%s\",\"sequences\":%d,\"tokens\":%d,"
@@ -140,20 +152,108 @@ int bench_decode(const writeup::tools::CliArgs& args) {
   return 0;
 }
 
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+// The real engine (continuous batching) under C concurrent single-sequence requests: each
+// client submits its next request as soon as the previous one completes.
+int bench_engine(const writeup::tools::CliArgs& args) {
+  using namespace writeup;
+  const std::string dir = args.require("model");
+  configure_threads(args.get_int("threads", 0));
+  auto tok = std::shared_ptr<const text::BpeTokenizer>(text::BpeTokenizer::from_model_dir(dir));
+  std::vector<int> levels;
+  {
+    std::string list = args.get("concurrency", "1,4,8,16");
+    for (std::size_t p = 0; p < list.size();) {
+      const auto c = list.find(',', p);
+      levels.push_back(std::stoi(list.substr(p, c - p)));
+      p = c == std::string::npos ? list.size() : c + 1;
+    }
+  }
+  const int tokens = args.get_int("tokens", 64), runs = args.get_int("runs", 3);
+  engine::WorkerOptions o;
+  o.model_name = "bench";
+  o.path = dir;
+  o.max_batch = *std::max_element(levels.begin(), levels.end());
+  o.max_queue = 1024;
+  engine::Worker worker(std::move(o), tok);
+  while (!worker.loaded()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const auto prompt = tok->encode("The history of the written word begins with");
+  std::printf("%-12s %14s %12s %12s\n", "concurrency", "tokens/s", "ttft_p50_ms", "ttft_p99_ms");
+  for (int c : levels) {
+    std::vector<double> rates, ttft;
+    for (int r = 0; r < runs; ++r) {
+      std::mutex m;
+      std::condition_variable cv;
+      int outstanding = 0;
+      long generated = 0;
+      const auto t0 = Clock::now();
+      std::function<void(int)> launch = [&](int client) {
+        auto job = std::make_shared<engine::Job>();
+        job->request.prompt = prompt;
+        job->request.params.max_tokens = tokens;
+        job->request.params.seed = static_cast<std::uint64_t>(client * 1000 + r);
+        const auto start = Clock::now();
+        auto first = std::make_shared<bool>(true);
+        job->callbacks.on_token = [&, first, start](int, int, const std::string&) {
+          if (*first) {
+            std::lock_guard l(m);
+            ttft.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+            *first = false;
+          }
+        };
+        job->callbacks.on_done = [&](std::vector<generate::GeneratedSequence> res) {
+          std::lock_guard l(m);
+          generated += static_cast<long>(res[0].tokens.size());
+          --outstanding;
+          cv.notify_all();
+        };
+        job->callbacks.on_error = [&](engine::JobError, const std::string&) {
+          std::lock_guard l(m);
+          --outstanding;
+          cv.notify_all();
+        };
+        {
+          std::lock_guard l(m);
+          ++outstanding;
+        }
+        worker.submit(job);
+      };
+      // Each client runs 2 requests back to back.
+      for (int round = 0; round < 2; ++round) {
+        for (int i = 0; i < c; ++i) launch(i);
+        std::unique_lock l(m);
+        cv.wait(l, [&] { return outstanding == 0; });
+      }
+      rates.push_back(static_cast<double>(generated) / seconds_since(t0));
+    }
+    std::printf("%-12d %14.2f %12.1f %12.1f\n", c, median(rates), percentile(ttft, 0.5), percentile(ttft, 0.99));
+    std::printf("{\"bench\":\"engine\",\"model\":\"%s\",\"concurrency\":%d,\"tokens_per_request\":%d,"
+                "\"tokens_per_s\":%.2f,\"ttft_p50_ms\":%.1f,\"ttft_p99_ms\":%.1f}\n",
+                dir.c_str(), c, tokens, median(rates), percentile(ttft, 0.5), percentile(ttft, 0.99));
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: writeup-bench tokenizer|load|decode [options]\n";
+    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine [options]\n";
     return 2;
   }
   const std::string mode = argv[1];
   try {
-    writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n"}, {});
+    writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency"}, {});
     if (mode == "tokenizer") return bench_tokenizer(args);
     if (mode == "load") return bench_load(args);
     if (mode == "decode") return bench_decode(args);
-    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load or decode)\n";
+    if (mode == "engine") return bench_engine(args);
+    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode or engine)\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "writeup-bench: " << e.what() << "\n";
