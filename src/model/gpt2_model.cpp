@@ -3,7 +3,12 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <stdexcept>
 
 #include "writeup/model/errors.hpp"
@@ -79,7 +84,7 @@ GPT2Model::GPT2Model(GPT2Config config, GPT2Weights weights, c10::Device device,
       device_(device),
       dtype_(dtype),
       fingerprint_(std::move(fingerprint)),
-      packed_(packed && device.is_cpu() && dtype == at::kFloat) {
+      packed_(packed && device.is_cpu() && dtype == at::kFloat && config_.head_dim() <= 256) {
   if (!packed_) return;
   c10::InferenceMode guard;
   for (const auto& b : weights_.h) {
@@ -172,10 +177,16 @@ at::Tensor GPT2Model::attention(const at::Tensor& qkv, std::span<const SequenceC
   const std::int64_t C = config_.n_embd, H = config_.n_head, D = config_.head_dim();
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   at::Tensor out = at::empty({qkv.size(0), C}, qkv.options());  // [N, C]
+  std::vector<DecodeRow> decode_rows;  // one-token chunks: the fused CPU kernel below
   std::int64_t row = 0;
   for (const auto& c : chunks) {
     const std::int64_t t = static_cast<std::int64_t>(c.tokens.size());
     const std::int64_t total = c.start + t;
+    if (t == 1 && packed_) {
+      decode_rows.push_back({row, c.slot, c.start});
+      row += 1;
+      continue;
+    }
     const auto rows = qkv.narrow(0, row, t);                            // [t, 3C]
     const auto q = rows.narrow(1, 0, C).view({t, H, D}).transpose(0, 1);      // [H, t, D]
     const auto k = rows.narrow(1, C, C).view({t, H, D}).transpose(0, 1);      // [H, t, D]
@@ -198,7 +209,57 @@ at::Tensor GPT2Model::attention(const at::Tensor& qkv, std::span<const SequenceC
     out.narrow(0, row, t).copy_(y.transpose(0, 1).reshape({t, C}));
     row += t;
   }
+  if (!decode_rows.empty()) decode_attention(qkv, decode_rows, cache, layer, out);
   return out;
+}
+
+// Attention for single-token decode rows, one (row, head) per task, no tensor ops: writes the
+// row's key and value into its slot, then softmax(q.K^T * scale) . V over its own positions.
+// Each reduction runs in a fixed order, so a row's result depends on nothing but its own
+// sequence, and this pass costs no per-sequence operator overhead.
+void GPT2Model::decode_attention(const at::Tensor& qkv, const std::vector<DecodeRow>& rows, KVCache& cache,
+                                 int layer, at::Tensor& out) const {
+  const std::int64_t C = config_.n_embd, H = config_.n_head, D = config_.head_dim();
+  const std::int64_t T = cache.max_tokens();
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const float* in = qkv.data_ptr<float>();  // [N, 3C] contiguous
+  float* o = out.data_ptr<float>();         // [N, C]
+  float* kbase = cache.keys(layer, 0).data_ptr<float>();
+  float* vbase = cache.values(layer, 0).data_ptr<float>();
+  const std::int64_t slot_stride = H * T * D;
+  at::parallel_for(0, static_cast<std::int64_t>(rows.size()) * H, 1, [&](std::int64_t b, std::int64_t e) {
+    std::vector<float> scores(static_cast<std::size_t>(T));
+    for (std::int64_t task = b; task < e; ++task) {
+      const auto& r = rows[static_cast<std::size_t>(task / H)];
+      const std::int64_t h = task % H, len = r.pos + 1;
+      const float* q = in + r.row * 3 * C + h * D;
+      float* kc = kbase + r.slot * slot_stride + h * T * D;  // [T, D]
+      float* vc = vbase + r.slot * slot_stride + h * T * D;
+      std::memcpy(kc + r.pos * D, in + r.row * 3 * C + C + h * D, static_cast<std::size_t>(D) * sizeof(float));
+      std::memcpy(vc + r.pos * D, in + r.row * 3 * C + 2 * C + h * D, static_cast<std::size_t>(D) * sizeof(float));
+      float max = -std::numeric_limits<float>::infinity();
+      for (std::int64_t j = 0; j < len; ++j) {
+        float lanes[8] = {};
+        const float* k = kc + j * D;
+        for (std::int64_t d = 0; d < D; ++d) lanes[d & 7] += q[d] * k[d];
+        const float dot = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+        scores[static_cast<std::size_t>(j)] = dot * scale;
+        max = std::max(max, dot * scale);
+      }
+      float sum = 0;
+      for (std::int64_t j = 0; j < len; ++j) {
+        scores[static_cast<std::size_t>(j)] = std::exp(scores[static_cast<std::size_t>(j)] - max);
+        sum += scores[static_cast<std::size_t>(j)];
+      }
+      float acc[256] = {};  // D <= 256 (checked at load)
+      for (std::int64_t j = 0; j < len; ++j) {
+        const float p = scores[static_cast<std::size_t>(j)] / sum;
+        const float* v = vc + j * D;
+        for (std::int64_t d = 0; d < D; ++d) acc[d] += p * v[d];
+      }
+      std::memcpy(o + r.row * C + h * D, acc, static_cast<std::size_t>(D) * sizeof(float));
+    }
+  });
 }
 
 }  // namespace writeup::model

@@ -64,6 +64,13 @@ class GPT2Model {
   at::Tensor block(const at::Tensor& x, std::span<const SequenceChunk> chunks, KVCache& cache,
                    int layer) const;
   at::Tensor project(const at::Tensor& x, int layer, int which) const;  // which: 0..3 as below
+  struct DecodeRow {
+    std::int64_t row;  // in qkv
+    std::int64_t slot;
+    std::int64_t pos;  // where its key/value go
+  };
+  void decode_attention(const at::Tensor& qkv, const std::vector<DecodeRow>& rows, KVCache& cache, int layer,
+                        at::Tensor& out) const;
   at::Tensor logits(const at::Tensor& x) const;
 
   struct PackedBlock {
