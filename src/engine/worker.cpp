@@ -81,15 +81,7 @@ void Worker::loop() {
   load();
   std::unique_ptr<Batcher> batcher;
   if (model_) {
-    BatcherOptions bo;
-    bo.slots = options_.max_batch;
-    bo.prefill_chunk = options_.prefill_chunk;
-    bo.tokens_total = options_.tokens_total;
-    bo.oom_total = options_.oom_total;
-    bo.first_token_seconds = options_.first_token_seconds;
-    bo.token_seconds = options_.token_seconds;
-    bo.before_forward = options_.before_forward;
-    batcher = std::make_unique<Batcher>(model_, tokenizer_, std::move(bo));
+    batcher = std::make_unique<Batcher>(model_, tokenizer_, options_.batch);
     loaded_ = true;  // weights and KV cache in place: ready to serve
   }
   for (;;) {

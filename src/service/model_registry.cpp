@@ -52,18 +52,18 @@ ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Regist
       o.path = mc.path;
       o.load = {mc.device, mc.dtype};
       o.max_queue = config.limits.max_queue;
-      o.max_batch = std::max(mc.max_batch, config.limits.max_batch_size);  // any request must fit
-      o.tokens_total = &metrics.counter("writeup_tokens_generated_total", "Tokens generated", labels);
-      o.oom_total = &metrics.counter("writeup_oom_total", "Device out-of-memory failures", labels);
-      o.first_token_seconds = &metrics.histogram("writeup_time_to_first_token_seconds",
+      o.batch.slots = std::max(mc.max_batch, config.limits.max_batch_size);  // any request must fit
+      o.batch.tokens_total = &metrics.counter("writeup_tokens_generated_total", "Tokens generated", labels);
+      o.batch.oom_total = &metrics.counter("writeup_oom_total", "Device out-of-memory failures", labels);
+      o.batch.first_token_seconds = &metrics.histogram("writeup_time_to_first_token_seconds",
                                                  "Time from submission to the first token", buckets, labels);
-      o.token_seconds = &metrics.histogram("writeup_inter_token_seconds",
+      o.batch.token_seconds = &metrics.histogram("writeup_inter_token_seconds",
                                            "Time between consecutive tokens of a sequence", buckets, labels);
       if (const char* limit = std::getenv("WRITEUP_TEST_OOM_OVER_TOKENS")) {
         // Test hook (end-to-end OOM tests): a "device" with no room for a forward chunk of
         // more than this many tokens.
         const std::size_t max_tokens = std::stoul(limit);
-        o.before_forward = [max_tokens](long, const std::vector<model::SequenceChunk>& chunks) {
+        o.batch.before_forward = [max_tokens](long, const std::vector<model::SequenceChunk>& chunks) {
           for (const auto& c : chunks) {
             if (c.tokens.size() > max_tokens) {
               throw c10::OutOfMemoryError({__func__, __FILE__, static_cast<std::uint32_t>(__LINE__)},

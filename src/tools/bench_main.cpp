@@ -177,7 +177,7 @@ int bench_engine(const writeup::tools::CliArgs& args) {
   engine::WorkerOptions o;
   o.model_name = "bench";
   o.path = dir;
-  o.max_batch = *std::max_element(levels.begin(), levels.end());
+  o.batch.slots = *std::max_element(levels.begin(), levels.end());
   o.max_queue = 1024;
   engine::Worker worker(std::move(o), tok);
   while (!worker.loaded()) std::this_thread::sleep_for(std::chrono::milliseconds(5));

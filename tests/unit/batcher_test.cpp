@@ -31,14 +31,14 @@ std::shared_ptr<const writeup::text::BpeTokenizer> tokenizer() {
   return tok;
 }
 
-std::unique_ptr<Worker> make_worker(int max_batch = 16, decltype(WorkerOptions::before_forward) hook = {}) {
+std::unique_ptr<Worker> make_worker(int max_batch = 16, decltype(BatcherOptions::before_forward) hook = {}) {
   WorkerOptions o;
   o.model_name = "tiny-gpt2";
   o.path = t::model_dir("tiny-gpt2").string();
-  o.max_batch = max_batch;
+  o.batch.slots = max_batch;
   o.max_queue = 100;
-  o.prefill_chunk = 8;  // small, so prompts prefill over several steps beside running streams
-  o.before_forward = std::move(hook);
+  o.batch.prefill_chunk = 8;  // small, so prompts prefill over several steps beside running streams
+  o.batch.before_forward = std::move(hook);
   auto w = std::make_unique<Worker>(std::move(o), tokenizer());
   while (!w->loaded()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return w;

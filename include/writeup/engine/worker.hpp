@@ -10,10 +10,6 @@
 #include "writeup/engine/job.hpp"
 #include "writeup/model/gpt2_model.hpp"
 
-namespace writeup::metrics {
-class Counter;
-class Histogram;
-}  // namespace writeup::metrics
 namespace writeup::text {
 class BpeTokenizer;
 }
@@ -25,14 +21,7 @@ struct WorkerOptions {
   std::string path;                      // model directory, loaded on the worker's thread
   model::LoadOptions load;               // device and dtype
   int max_queue = 64;                    // waiting jobs beyond which submit() refuses
-  int max_batch = 10;                    // sequences decoded together (KV-cache slots)
-  int prefill_chunk = 128;               // prompt tokens prefilled per step
-  metrics::Counter* tokens_total = nullptr;          // optional: tokens generated
-  metrics::Counter* oom_total = nullptr;             // optional: OOM failures
-  metrics::Histogram* first_token_seconds = nullptr; // optional: submit -> first token
-  metrics::Histogram* token_seconds = nullptr;       // optional: between tokens of a sequence
-  // Test hook (see BatcherOptions::before_forward).
-  std::function<void(long step, const std::vector<model::SequenceChunk>& chunks)> before_forward;
+  BatcherOptions batch;                  // slots, prefill chunk, metrics, test hook
 };
 
 // One thread that owns one copy of the model and its KV cache, takes jobs from a bounded FIFO
