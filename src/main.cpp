@@ -56,6 +56,9 @@ int run(int argc, char** argv) {
   std::fflush(stdout);
   log::info("listening on " + config.server.host + ":" + std::to_string(listener->port()) + " with " +
             std::to_string(config.models.size()) + " model(s)");
+  for (const auto& m : config.models) {
+    if (!m.notice.empty()) log::warn("model " + m.name + ": " + m.notice);
+  }
   net::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int) {
     if (!ec) shutdown(ioc, *listener, *ctx);

@@ -204,7 +204,7 @@ ServerConfig ServerConfig::from_json(const json& j) {
     for (std::size_t i = 0; i < j["models"].size(); ++i) {
       const std::string at = "models[" + std::to_string(i) + "]";
       const Section s(j["models"][i], at,
-                      {"name", "path", "device", "dtype", "workers", "max_batch"});
+                      {"name", "path", "device", "dtype", "workers", "max_batch", "notice"});
       for (const char* required : {"name", "path"}) {
         if (!j["models"][i].contains(required)) fail(s.key(required), "is required");
       }
@@ -215,6 +215,7 @@ ServerConfig ServerConfig::from_json(const json& j) {
       s.str("dtype", m.dtype);
       s.integer("workers", m.workers);
       s.integer("max_batch", m.max_batch);
+      s.str("notice", m.notice, true);
       c.models.push_back(std::move(m));
     }
   }

@@ -75,6 +75,7 @@ nlohmann::json models_json(const ServerContext& ctx) {
                     {"ready", m->ready()},
                     {"context_length", m->n_positions},
                     {"fingerprint", m->fingerprint()}});
+    if (!m->config.notice.empty()) data.back()["notice"] = m->config.notice;
   }
   return {{"object", "list"}, {"data", data}};
 }

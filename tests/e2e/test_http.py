@@ -6,7 +6,7 @@ import subprocess
 import requests
 import websockets
 
-from conftest import DATA, Server
+from conftest import DATA, ROOT, Server
 
 
 def post(server, path, body, **kw):
@@ -29,6 +29,19 @@ def test_health_ready_models(server):
     assert models["object"] == "list"
     assert [m["id"] for m in models["data"]] == ["tiny-gpt2"]
     assert models["data"][0]["context_length"] == 64
+    assert "notice" not in models["data"][0]
+
+
+def test_model_notice_is_shown_in_models():
+    cfg = json.loads((ROOT / "config" / "local.json").read_text())
+    cfg["models"][0]["path"] = str(DATA / "tiny-gpt2")
+    s = Server(config=cfg)
+    try:
+        m = requests.get(s.url + "/v1/models").json()["data"][0]
+        assert m["notice"].startswith("random weights")
+        assert "fetch-model" in m["notice"]
+    finally:
+        s.stop()
 
 
 def test_greedy_completion_matches_transformers(server, golden):

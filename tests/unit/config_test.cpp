@@ -45,6 +45,13 @@ std::string parse_error(std::vector<std::string> args) {
 
 const json kModel = {{"name", "m"}, {"path", "dir"}};
 
+ModelConfig model_config(std::string name, std::string path) {
+  ModelConfig m;
+  m.name = std::move(name);
+  m.path = std::move(path);
+  return m;
+}
+
 }  // namespace
 
 TEST(ServerConfig, Defaults) {
@@ -76,6 +83,7 @@ TEST(ServerConfig, LocalExampleParses) {
   EXPECT_EQ(c.models[0].name, "tiny-gpt2");
   EXPECT_EQ(c.models[0].path, "tests/data/tiny-gpt2");
   EXPECT_EQ(c.models[0].device, "cpu");
+  EXPECT_EQ(c.models[0].notice.rfind("random weights", 0), 0u);
   EXPECT_EQ(c.cache.redis, "");
   EXPECT_EQ(c.server.port, 8080);
   EXPECT_EQ(c.defaults.model, "tiny-gpt2");
@@ -147,6 +155,9 @@ TEST(ServerConfig, BadTypesAndRangesNameTheKey) {
   m["workers"] = 17;
   EXPECT_EQ(from_json_error({{"models", {m}}}),
             "models[0].workers: must be an integer from 1 to 16");
+  m = kModel;
+  m["notice"] = 3;
+  EXPECT_EQ(from_json_error({{"models", {m}}}), "models[0].notice: must be a string or null");
   m = kModel;
   m["name"] = "has space";
   EXPECT_EQ(from_json_error({{"models", {m}}}).rfind("models[0].name: ", 0), 0u);
@@ -232,7 +243,7 @@ TEST(ServerConfig, HelpReturnsDefaultsWithoutValidating) {
 TEST(ServerConfig, ValidateChecksModelsAndDefault) {
   ServerConfig c;
   EXPECT_THROW(c.validate(), std::invalid_argument);  // no models
-  c.models = {ModelConfig{"a", "da"}, ModelConfig{"b", "db"}};
+  c.models = {model_config("a", "da"), model_config("b", "db")};
   c.validate();
   EXPECT_EQ(c.defaults.model, "a");
   c.defaults.model = "zzz";
@@ -244,7 +255,7 @@ TEST(ServerConfig, ValidateChecksModelsAndDefault) {
               "defaults.model: 'zzz' is not one of the configured models");
   }
   c.defaults.model = "b";
-  c.models.push_back(ModelConfig{"a", "other"});
+  c.models.push_back(model_config("a", "other"));
   try {
     c.validate();
     FAIL() << "expected an error";

@@ -19,6 +19,8 @@ struct ModelConfig {
   std::string dtype = "auto";  // auto, float32, float16, bfloat16
   int workers = 1;             // engine workers (1..16)
   int max_batch = 8;           // sequences one worker runs at once (1..64)
+  std::string notice;          // shown in /v1/models and logged at start ("" = none), e.g.
+                               // "random weights: output is random text"
 };
 
 struct ServerConfig {
