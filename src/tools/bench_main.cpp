@@ -4,6 +4,7 @@
 //   writeup-bench load --model DIR [--runs N]
 //   writeup-bench decode --model DIR [--tokens N] [--runs N] [--threads N]
 //   writeup-bench engine --model DIR [--concurrency 1,4,8,16] [--tokens N] [--runs N]
+//   writeup-bench wire --url ws://HOST:PORT [--sessions N] [--requests N] [--batch-size 7] [--length 40]
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <iostream>
 #include <random>
 
+#include "bench_wire.hpp"
 #include "cli_args.hpp"
 #include "writeup/engine/worker.hpp"
 #include "writeup/generate/generation.hpp"
@@ -243,17 +245,20 @@ int bench_engine(const writeup::tools::CliArgs& args) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine [options]\n";
+    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine|wire [options]\n";
     return 2;
   }
   const std::string mode = argv[1];
   try {
-    writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency"}, {});
+    writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions",
+                                                           "requests", "batch-size", "length", "model-name"},
+                                 {});
     if (mode == "tokenizer") return bench_tokenizer(args);
     if (mode == "load") return bench_load(args);
     if (mode == "decode") return bench_decode(args);
     if (mode == "engine") return bench_engine(args);
-    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode or engine)\n";
+    if (mode == "wire") return writeup::tools::bench_wire(args);
+    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode, engine or wire)\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "writeup-bench: " << e.what() << "\n";
