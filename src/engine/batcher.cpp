@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <fstream>
+#include <limits>
+
 #include "writeup/generate/sampler.hpp"
 #include "writeup/metrics/registry.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
@@ -41,6 +44,42 @@ struct Batcher::Active {
     return true;
   }
 };
+
+namespace {
+
+// MemAvailable from /proc/meminfo (bytes); 0 when unknown.
+std::size_t available_memory_bytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  std::size_t kb = 0;
+  while (meminfo >> key >> kb) {
+    if (key == "MemAvailable:") return kb * 1024;
+    meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0;
+}
+
+std::string mib(std::size_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
+
+}  // namespace
+
+int Batcher::slots_within_budget(const model::GPT2Model& model, const BatcherOptions& options) {
+  const auto& c = model.config();
+  // Keys and values of every layer for a whole context: [2, L, T, C].
+  const std::size_t slot_bytes = 2ull * static_cast<std::size_t>(c.n_layer) * static_cast<std::size_t>(c.n_positions) *
+                                 static_cast<std::size_t>(c.n_embd) * c10::elementSize(model.dtype());
+  std::size_t budget = options.kv_budget_bytes;
+  if (budget == 0 && model.device().is_cpu()) budget = available_memory_bytes() / 4;
+  if (budget == 0) return options.slots;
+  const int fit = static_cast<int>(std::min<std::size_t>(budget / slot_bytes, static_cast<std::size_t>(options.slots)));
+  if (fit < options.min_slots) {
+    throw std::invalid_argument("the KV-cache budget of " + mib(budget) + " holds " + std::to_string(fit) +
+                                " sequence(s) of " + std::to_string(c.n_positions) + " positions (" +
+                                mib(slot_bytes) + " each), but requests may ask for " +
+                                std::to_string(options.min_slots) + " at once: raise kv_cache_mb");
+  }
+  return fit;
+}
 
 Batcher::Batcher(std::shared_ptr<const model::GPT2Model> model, std::shared_ptr<const text::BpeTokenizer> tokenizer,
                  BatcherOptions options)

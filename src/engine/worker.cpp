@@ -81,9 +81,20 @@ void Worker::loop() {
   load();
   std::unique_ptr<Batcher> batcher;
   if (model_) {
-    batcher = std::make_unique<Batcher>(model_, tokenizer_, options_.batch);
-    loaded_ = true;  // weights and KV cache in place: ready to serve
+    try {
+      options_.batch.slots = Batcher::slots_within_budget(*model_, options_.batch);
+      batcher = std::make_unique<Batcher>(model_, tokenizer_, options_.batch);
+      slots_ = batcher->slots();
+      kv_cache_bytes_ = static_cast<double>(batcher->kv_cache_bytes());
+      log::info("model " + options_.model_name + ": " + std::to_string(slots_.load()) + " KV-cache slots, " +
+                std::to_string(batcher->kv_cache_bytes() >> 20) + " MiB");
+      loaded_ = true;  // weights and KV cache in place: ready to serve
+    } catch (const std::exception& e) {
+      load_error_ = e.what();
+      log::error("model " + options_.model_name + ": " + load_error_);
+    }
   }
+  load_ended_ = true;
   for (;;) {
     std::vector<std::shared_ptr<Job>> admitted;
     {

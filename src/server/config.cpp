@@ -121,6 +121,7 @@ void check_model(const ModelConfig& m, const std::string& at) {
   }
   check_int(at + ".workers", m.workers, 1, 16);
   check_int(at + ".max_batch", m.max_batch, 1, 64);
+  check_int(at + ".kv_cache_mb", m.kv_cache_mb, 0, 1 << 20);
 }
 
 // Ranges and formats of every field (everything but the cross-field checks of validate()).
@@ -204,7 +205,7 @@ ServerConfig ServerConfig::from_json(const json& j) {
     for (std::size_t i = 0; i < j["models"].size(); ++i) {
       const std::string at = "models[" + std::to_string(i) + "]";
       const Section s(j["models"][i], at,
-                      {"name", "path", "device", "dtype", "workers", "max_batch", "notice"});
+                      {"name", "path", "device", "dtype", "workers", "max_batch", "kv_cache_mb", "notice"});
       for (const char* required : {"name", "path"}) {
         if (!j["models"][i].contains(required)) fail(s.key(required), "is required");
       }
@@ -215,6 +216,7 @@ ServerConfig ServerConfig::from_json(const json& j) {
       s.str("dtype", m.dtype);
       s.integer("workers", m.workers);
       s.integer("max_batch", m.max_batch);
+      s.integer("kv_cache_mb", m.kv_cache_mb);
       s.str("notice", m.notice, true);
       c.models.push_back(std::move(m));
     }

@@ -53,6 +53,8 @@ ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Regist
       o.load = {mc.device, mc.dtype};
       o.max_queue = config.limits.max_queue;
       o.batch.slots = std::max(mc.max_batch, config.limits.max_batch_size);  // any request must fit
+      o.batch.min_slots = config.limits.max_batch_size;
+      o.batch.kv_budget_bytes = static_cast<std::size_t>(mc.kv_cache_mb) << 20;
       o.batch.tokens_total = &metrics.counter("writeup_tokens_generated_total", "Tokens generated", labels);
       o.batch.oom_total = &metrics.counter("writeup_oom_total", "Device out-of-memory failures", labels);
       o.batch.first_token_seconds = &metrics.histogram("writeup_time_to_first_token_seconds",
@@ -79,6 +81,10 @@ ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Regist
                              [w] { return static_cast<double>(w->queue_depth()); });
       metrics.gauge_callback("writeup_running_sequences", "Sequences being generated", wl,
                              [w] { return static_cast<double>(w->running_sequences()); });
+      metrics.gauge_callback("writeup_kv_cache_slots", "Sequences the worker's KV cache holds at once", wl,
+                             [w] { return static_cast<double>(w->slots()); });
+      metrics.gauge_callback("writeup_kv_cache_bytes", "Memory of the worker's KV cache", wl,
+                             [w] { return w->kv_cache_bytes(); });
       metrics.gauge_callback("writeup_model_load_seconds", "Seconds the worker took to load its model", wl,
                              [w] { return w->load_seconds(); });
       metrics.gauge_callback("writeup_device_memory_allocated_bytes", "Device memory allocated (0 on CPU)", wl,

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "test_support.hpp"
+#include "writeup/model/gpt2_config.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 
 using namespace writeup::engine;
@@ -31,8 +32,11 @@ std::shared_ptr<const writeup::text::BpeTokenizer> tokenizer() {
   return tok;
 }
 
-std::unique_ptr<Worker> make_worker(int max_batch = 16, decltype(BatcherOptions::before_forward) hook = {}) {
+std::unique_ptr<Worker> make_worker(int max_batch = 16, decltype(BatcherOptions::before_forward) hook = {},
+                                    std::size_t kv_budget_bytes = 0, int min_slots = 1) {
   WorkerOptions o;
+  o.batch.kv_budget_bytes = kv_budget_bytes;
+  o.batch.min_slots = min_slots;
   o.model_name = "tiny-gpt2";
   o.path = t::model_dir("tiny-gpt2").string();
   o.batch.slots = max_batch;
@@ -40,7 +44,7 @@ std::unique_ptr<Worker> make_worker(int max_batch = 16, decltype(BatcherOptions:
   o.batch.prefill_chunk = 8;  // small, so prompts prefill over several steps beside running streams
   o.batch.before_forward = std::move(hook);
   auto w = std::make_unique<Worker>(std::move(o), tokenizer());
-  while (!w->loaded()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!w->load_ended()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return w;
 }
 
@@ -201,4 +205,35 @@ TEST(Batcher, RequestsThatCanNeverRunFailClearly) {
   r.n = 1;
   r.params.max_tokens = 64;  // prompt + 64 > 64 positions
   EXPECT_EQ(submit(*worker, r).outcome.get().error, "invalid_request");
+}
+
+TEST(Batcher, TheKvCacheBudgetCapsTheSlotsAndAdmission) {
+  const auto cfg = writeup::model::GPT2Config::from_file(t::model_dir("tiny-gpt2") / "config.json");
+  const std::size_t slot_bytes = 2ull * cfg.n_layer * cfg.n_positions * cfg.n_embd * sizeof(float);
+  auto worker = make_worker(16, {}, 3 * slot_bytes + slot_bytes / 2);
+  ASSERT_TRUE(worker->ready()) << worker->load_error();
+  EXPECT_EQ(worker->slots(), 3);
+  EXPECT_EQ(worker->kv_cache_bytes(), static_cast<double>(3 * slot_bytes));
+  std::mt19937 rng(4);
+  auto r = request(0, rng);
+  r.n = 4;  // more than the budget holds
+  EXPECT_EQ(submit(*worker, r).outcome.get().error, "invalid_request");
+  // Requests of 3 + 2 + 1 sequences queue for the 3 slots and all complete.
+  std::vector<Submitted> jobs;
+  for (int n : {3, 2, 1}) {
+    r.n = n;
+    jobs.push_back(submit(*worker, r));
+  }
+  for (auto& j : jobs) EXPECT_EQ(j.outcome.get().error, "");
+}
+
+TEST(Batcher, ABudgetTooSmallForTheLargestRequestFailsTheLoadClearly) {
+  const auto cfg = writeup::model::GPT2Config::from_file(t::model_dir("tiny-gpt2") / "config.json");
+  const std::size_t slot_bytes = 2ull * cfg.n_layer * cfg.n_positions * cfg.n_embd * sizeof(float);
+  auto worker = make_worker(16, {}, 2 * slot_bytes, /*min_slots=*/5);
+  EXPECT_FALSE(worker->ready());
+  EXPECT_NE(worker->load_error().find("holds 2 sequence(s) of 64 positions"), std::string::npos) << worker->load_error();
+  EXPECT_NE(worker->load_error().find("kv_cache_mb"), std::string::npos);
+  std::mt19937 rng(5);
+  EXPECT_EQ(submit(*worker, request(0, rng)).outcome.get().error, "internal_error");
 }

@@ -156,6 +156,10 @@ TEST(ServerConfig, BadTypesAndRangesNameTheKey) {
   EXPECT_EQ(from_json_error({{"models", {m}}}),
             "models[0].workers: must be an integer from 1 to 16");
   m = kModel;
+  m["kv_cache_mb"] = -1;
+  EXPECT_EQ(from_json_error({{"models", {m}}}),
+            "models[0].kv_cache_mb: must be an integer from 0 to 1048576");
+  m = kModel;
   m["notice"] = 3;
   EXPECT_EQ(from_json_error({{"models", {m}}}), "models[0].notice: must be a string or null");
   m = kModel;

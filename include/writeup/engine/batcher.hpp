@@ -19,6 +19,11 @@ namespace writeup::engine {
 
 struct BatcherOptions {
   int slots = 10;                  // sequences decoded together (KV-cache slots)
+  // KV-cache memory for this batcher; 0 = auto (a quarter of the memory available at load on
+  // CPU; on CUDA the configured slots). Every slot holds the model's whole context and the
+  // cache is allocated at load, so admission by free slots keeps memory within the budget.
+  std::size_t kv_budget_bytes = 0;
+  int min_slots = 1;               // fewest slots that serve every allowed request (its max n)
   int prefill_chunk = 128;         // prompt tokens prefilled per step, so streams keep flowing
   metrics::Counter* tokens_total = nullptr;           // optional
   metrics::Counter* oom_total = nullptr;              // optional
@@ -39,6 +44,11 @@ class Batcher {
   Batcher(std::shared_ptr<const model::GPT2Model> model, std::shared_ptr<const text::BpeTokenizer> tokenizer,
           BatcherOptions options);
   ~Batcher();
+
+  // The slots `options` asks for, capped by its KV-cache budget. Throws std::invalid_argument
+  // naming the sizes when the budget holds fewer than `options.min_slots` sequences.
+  static int slots_within_budget(const model::GPT2Model& model, const BatcherOptions& options);
+  std::size_t kv_cache_bytes() const { return cache_.bytes(); }
 
   int free_slots() const { return static_cast<int>(free_.size()); }
   int slots() const { return options_.slots; }

@@ -40,9 +40,12 @@ class Worker {
   void stop();
 
   bool loaded() const { return loaded_.load(); }
+  bool load_ended() const { return load_ended_.load(); }  // loaded, or failed with load_error()
+  int slots() const { return slots_.load(); }               // KV-cache slots (0 before loading)
+  double kv_cache_bytes() const { return kv_cache_bytes_.load(); }
   // Loaded, and the last step did not fail with a device error.
   bool ready() const { return loaded_.load() && !device_error_.load(); }
-  const std::string& load_error() const { return load_error_; }  // valid once loading ended
+  const std::string& load_error() const { return load_error_; }  // valid once load_ended()
   double load_seconds() const { return load_seconds_.load(); }
   std::size_t queue_depth() const;
   int running_sequences() const { return running_.load(); }
@@ -61,6 +64,9 @@ class Worker {
   std::deque<std::shared_ptr<Job>> queue_;
   bool stopping_ = false;
   std::atomic<bool> loaded_{false};
+  std::atomic<bool> load_ended_{false};
+  std::atomic<int> slots_{0};
+  std::atomic<double> kv_cache_bytes_{0};
   std::atomic<bool> device_error_{false};
   std::atomic<int> running_{0};
   std::atomic<double> load_seconds_{0};

@@ -19,6 +19,8 @@ struct ModelConfig {
   std::string dtype = "auto";  // auto, float32, float16, bfloat16
   int workers = 1;             // engine workers (1..16)
   int max_batch = 8;           // sequences one worker runs at once (1..64)
+  int kv_cache_mb = 0;         // KV-cache memory per worker in MiB; 0 = auto (a quarter of the
+                               // available memory on CPU); caps the slots below max_batch
   std::string notice;          // shown in /v1/models and logged at start ("" = none), e.g.
                                // "random weights: output is random text"
 };
