@@ -1,0 +1,330 @@
+#include "writeup/cache/cache.hpp"
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+
+#include "redis_server.hpp"
+#include "writeup/cache/redis_client.hpp"
+#include "writeup/metrics/registry.hpp"
+
+using namespace writeup::cache;
+using std::chrono::milliseconds;
+using writeup::metrics::Registry;
+using writeup::test::RedisServer;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+CacheOptions options(const std::string& url) {
+  CacheOptions o;
+  o.redis_url = url;
+  o.connect_timeout = milliseconds(300);
+  o.command_timeout = milliseconds(300);
+  o.reconnect_initial = milliseconds(20);
+  o.reconnect_max = milliseconds(100);
+  o.poll_interval = milliseconds(10);
+  return o;
+}
+
+std::future<Claim> claim_async(Cache& cache, const std::string& key,
+                               milliseconds max_wait = milliseconds(2000)) {
+  auto promise = std::make_shared<std::promise<Claim>>();
+  cache.claim(key, max_wait, [promise](Claim c) { promise->set_value(std::move(c)); });
+  return promise->get_future();
+}
+
+Claim claim(Cache& cache, const std::string& key, milliseconds max_wait = milliseconds(2000)) {
+  std::future<Claim> f = claim_async(cache, key, max_wait);
+  if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    throw std::runtime_error("claim did not answer within 5 s");
+  }
+  return f.get();
+}
+
+double hits(Registry& r, const char* backend) {
+  return r.counter(kHitsMetric, kHitsHelp, {{"backend", backend}}).value();
+}
+double misses(Registry& r, const char* backend) {
+  return r.counter(kMissesMetric, kMissesHelp, {{"backend", backend}}).value();
+}
+double errors(Registry& r, const char* kind) {
+  return r.counter(kErrorsMetric, kErrorsHelp, {{"backend", "redis"}, {"kind", kind}}).value();
+}
+double joins(Registry& r) {
+  return r.counter(kJoinsMetric, kJoinsHelp, {{"scope", "remote"}}).value();
+}
+double redis_up(Registry& r) { return r.gauge(kRedisUpMetric, kRedisUpHelp).value(); }
+
+RedisClient raw(const RedisServer& server) { return RedisClient(RedisUrl::parse(server.url())); }
+
+}  // namespace
+
+TEST(Cache, MemoryOnlyWithoutRedis) {
+  Registry r;
+  Cache cache(options(""), &r);
+  EXPECT_FALSE(cache.redis_configured());
+  EXPECT_FALSE(cache.redis_connected());
+  std::thread::id callback_thread;
+  std::promise<Claim> p;
+  cache.claim("k", milliseconds(100), [&](Claim c) {
+    callback_thread = std::this_thread::get_id();
+    p.set_value(std::move(c));
+  });
+  const Claim first = p.get_future().get();
+  EXPECT_NE(callback_thread, std::this_thread::get_id());  // runs on the worker
+  EXPECT_EQ(first.kind, Claim::generate);
+  EXPECT_EQ(first.backend, "memory");
+  EXPECT_EQ(first.lock_token, "");
+  cache.store("k", "response", "");
+  const Claim second = claim(cache, "k");
+  EXPECT_EQ(second.kind, Claim::hit);
+  EXPECT_EQ(second.value, "response");
+  EXPECT_EQ(second.backend, "memory");
+  EXPECT_EQ(hits(r, "memory"), 1);
+  EXPECT_EQ(misses(r, "memory"), 1);
+  EXPECT_EQ(redis_up(r), 0);
+
+  CacheOptions off = options("");
+  off.memory_entries = 0;
+  Cache none(off, nullptr);
+  none.store("k", "response", "");
+  EXPECT_EQ(claim(none, "k").kind, Claim::generate);
+}
+
+TEST(Cache, BadRedisUrlThrows) {
+  EXPECT_THROW(Cache(options("http://localhost"), nullptr), std::invalid_argument);
+}
+
+TEST(Cache, StoresInRedisWithTtlAndRedisHitFillsMemory) {
+  RedisServer server;
+  Registry r;
+  Cache a(options(server.url()), &r);
+  const Claim c = claim(a, "writeup:v1:t:1");
+  EXPECT_EQ(c.kind, Claim::generate);
+  EXPECT_EQ(c.backend, "redis");
+  EXPECT_FALSE(c.lock_token.empty());
+  EXPECT_EQ(misses(r, "redis"), 1);
+  EXPECT_TRUE(a.redis_connected());
+  EXPECT_EQ(redis_up(r), 1);
+  RedisClient client = raw(server);
+  EXPECT_EQ(client.get("writeup:v1:t:1:lock"), c.lock_token);
+
+  a.store("writeup:v1:t:1", "the body", c.lock_token);
+  a.flush();
+  EXPECT_FALSE(client.exists("writeup:v1:t:1:lock"));  // released
+  const long long left = client.pttl("writeup:v1:t:1");
+  EXPECT_GT(left, 0);
+  EXPECT_LE(left, 259200LL * 1000);
+  EXPECT_NE(client.get("writeup:v1:t:1")->find("the body"), std::string::npos);
+
+  Registry rb;
+  Cache b(options(server.url()), &rb);
+  const Claim from_redis = claim(b, "writeup:v1:t:1");
+  EXPECT_EQ(from_redis.kind, Claim::hit);
+  EXPECT_EQ(from_redis.backend, "redis");
+  EXPECT_EQ(from_redis.value, "the body");
+  EXPECT_FALSE(from_redis.joined);
+  const Claim from_memory = claim(b, "writeup:v1:t:1");
+  EXPECT_EQ(from_memory.backend, "memory");
+  EXPECT_EQ(from_memory.value, "the body");
+  EXPECT_EQ(hits(rb, "redis"), 1);
+  EXPECT_EQ(hits(rb, "memory"), 1);
+  EXPECT_EQ(joins(rb), 0);
+}
+
+TEST(Cache, OneSecondTtlReallyExpires) {
+  RedisServer server;
+  CacheOptions o = options(server.url());
+  o.ttl = std::chrono::seconds(1);
+  Cache cache(o, nullptr);
+  cache.store("k", "v", "");
+  cache.flush();
+  RedisClient client = raw(server);
+  const long long left = client.pttl("k");
+  EXPECT_GT(left, 0);
+  EXPECT_LE(left, 1000);
+  std::this_thread::sleep_for(milliseconds(1100));
+  EXPECT_FALSE(client.exists("k"));
+  EXPECT_EQ(claim(cache, "k").kind, Claim::generate);  // gone from memory too
+}
+
+TEST(Cache, SecondInstanceWaitsAndJoinsTheFirstsResult) {
+  RedisServer server;
+  Cache a(options(server.url()), nullptr);
+  Registry rb;
+  Cache b(options(server.url()), &rb);
+  const Claim first = claim(a, "k");
+  ASSERT_EQ(first.kind, Claim::generate);
+  std::future<Claim> waiting = claim_async(b, "k");
+  EXPECT_EQ(waiting.wait_for(milliseconds(100)), std::future_status::timeout);
+  a.store("k", "generated once", first.lock_token);
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(2)), std::future_status::ready);
+  const Claim joined = waiting.get();
+  EXPECT_EQ(joined.kind, Claim::hit);
+  EXPECT_EQ(joined.backend, "redis");
+  EXPECT_EQ(joined.value, "generated once");
+  EXPECT_TRUE(joined.joined);
+  EXPECT_EQ(joins(rb), 1);
+  EXPECT_EQ(hits(rb, "redis"), 1);
+  EXPECT_EQ(misses(rb, "redis") + misses(rb, "memory"), 0);
+}
+
+TEST(Cache, ReleaseWithoutStoringLetsTheWaiterGenerate) {
+  RedisServer server;
+  Cache a(options(server.url()), nullptr);
+  Registry rb;
+  Cache b(options(server.url()), &rb);
+  const Claim first = claim(a, "k");
+  std::future<Claim> waiting = claim_async(b, "k");
+  EXPECT_EQ(waiting.wait_for(milliseconds(100)), std::future_status::timeout);
+  a.release("k", "not the token");  // a wrong token releases nothing
+  EXPECT_EQ(waiting.wait_for(milliseconds(100)), std::future_status::timeout);
+  a.release("k", first.lock_token);
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(2)), std::future_status::ready);
+  const Claim second = waiting.get();
+  EXPECT_EQ(second.kind, Claim::generate);
+  EXPECT_EQ(second.backend, "redis");
+  EXPECT_FALSE(second.lock_token.empty());
+  EXPECT_NE(second.lock_token, first.lock_token);
+  EXPECT_EQ(raw(server).get("k:lock"), second.lock_token);
+  EXPECT_EQ(misses(rb, "redis"), 1);
+  EXPECT_EQ(joins(rb), 0);
+}
+
+TEST(Cache, WinnerDiesAndItsLockExpires) {
+  RedisServer server;
+  CacheOptions short_lock = options(server.url());
+  short_lock.lock_ttl = milliseconds(300);
+  Cache a(short_lock, nullptr);
+  Cache b(options(server.url()), nullptr);
+  const Claim first = claim(a, "k");  // a then "dies": it never stores nor releases
+  ASSERT_EQ(first.kind, Claim::generate);
+  const auto t0 = Clock::now();
+  const Claim second = claim(b, "k", milliseconds(2000));
+  const auto waited = Clock::now() - t0;
+  EXPECT_EQ(second.kind, Claim::generate);
+  EXPECT_FALSE(second.lock_token.empty());
+  EXPECT_GE(waited, milliseconds(200));
+  EXPECT_LT(waited, milliseconds(1500));  // well before max_wait
+  EXPECT_EQ(raw(server).get("k:lock"), second.lock_token);
+}
+
+TEST(Cache, MaxWaitTakesTheLockOver) {
+  RedisServer server;
+  Cache a(options(server.url()), nullptr);
+  Cache b(options(server.url()), nullptr);
+  const Claim first = claim(a, "k");
+  const auto t0 = Clock::now();
+  const Claim second = claim(b, "k", milliseconds(200));
+  EXPECT_GE(Clock::now() - t0, milliseconds(200));
+  EXPECT_EQ(second.kind, Claim::generate);
+  RedisClient client = raw(server);
+  EXPECT_EQ(client.get("k:lock"), second.lock_token);
+  a.store("k", "late", first.lock_token);  // the old holder's release leaves b's lock alone
+  a.flush();
+  EXPECT_EQ(client.get("k:lock"), second.lock_token);
+  EXPECT_EQ(claim(b, "k").value, "late");
+}
+
+TEST(Cache, RedisLostMidRunThenBack) {
+  RedisServer server;
+  Registry r;
+  Cache cache(options(server.url()), &r);
+  const Claim c1 = claim(cache, "k1");
+  cache.store("k1", "v1", c1.lock_token);
+  cache.flush();
+  ASSERT_TRUE(cache.redis_connected());
+
+  server.kill();
+  EXPECT_EQ(claim(cache, "k1").value, "v1");  // from memory, Redis untouched
+  const Claim c2 = claim(cache, "k2");
+  EXPECT_EQ(c2.kind, Claim::generate);
+  EXPECT_EQ(c2.backend, "memory");
+  EXPECT_EQ(c2.lock_token, "");
+  EXPECT_GE(errors(r, "command") + errors(r, "connect"), 1);
+  EXPECT_FALSE(cache.redis_connected());
+  EXPECT_EQ(redis_up(r), 0);
+  cache.store("k2", "v2", "");
+  cache.release("k2", "");
+  const Claim again = claim(cache, "k2");
+  EXPECT_EQ(again.kind, Claim::hit);
+  EXPECT_EQ(again.value, "v2");
+
+  server.start();
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  while (!cache.redis_connected() && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  ASSERT_TRUE(cache.redis_connected());  // reconnected in the background
+  EXPECT_EQ(redis_up(r), 1);
+  cache.store("k3", "v3", "");
+  cache.flush();
+  CacheOptions no_memory = options(server.url());
+  no_memory.memory_entries = 0;
+  Cache fresh(no_memory, nullptr);
+  const Claim c3 = claim(fresh, "k3");
+  EXPECT_EQ(c3.kind, Claim::hit);
+  EXPECT_EQ(c3.backend, "redis");
+  EXPECT_EQ(c3.value, "v3");
+}
+
+TEST(Cache, RedisAbsentAtStartServesFromMemory) {
+  Registry r;
+  Cache cache(options("redis://127.0.0.1:" + std::to_string(writeup::test::free_port())), &r);
+  EXPECT_TRUE(cache.redis_configured());
+  const Claim c = claim(cache, "k");
+  EXPECT_EQ(c.kind, Claim::generate);
+  EXPECT_EQ(c.backend, "memory");
+  EXPECT_EQ(c.lock_token, "");
+  cache.store("k", "v", c.lock_token);
+  EXPECT_EQ(claim(cache, "k").value, "v");
+  EXPECT_FALSE(cache.redis_connected());
+  EXPECT_GE(errors(r, "connect"), 1);
+  EXPECT_EQ(redis_up(r), 0);
+}
+
+TEST(Cache, CorruptValueIsAMissAndIsOverwritten) {
+  RedisServer server;
+  RedisClient client = raw(server);
+  client.set("k", "garbage \xff\x00", milliseconds(60000));
+  client.set("other", "writeup_cache:1\nk\n1\nx", milliseconds(60000));        // another key's
+  client.set("short", "writeup_cache:1\nshort\n5\nabc", milliseconds(60000));  // truncated
+  CacheOptions o = options(server.url());
+  o.memory_entries = 0;
+  Registry r;
+  Cache cache(o, &r);
+  const Claim c = claim(cache, "k");
+  EXPECT_EQ(c.kind, Claim::generate);
+  EXPECT_EQ(c.backend, "redis");
+  EXPECT_EQ(errors(r, "corrupt"), 1);
+  EXPECT_EQ(claim(cache, "other").kind, Claim::generate);
+  EXPECT_EQ(claim(cache, "short").kind, Claim::generate);
+  EXPECT_EQ(errors(r, "corrupt"), 3);
+  EXPECT_EQ(misses(r, "redis"), 3);
+  cache.store("k", "good", c.lock_token);
+  const Claim after = claim(cache, "k");
+  EXPECT_EQ(after.kind, Claim::hit);
+  EXPECT_EQ(after.value, "good");
+  EXPECT_EQ(errors(r, "command") + errors(r, "connect"), 0);
+}
+
+TEST(Cache, DestructorAnswersWaitingClaims) {
+  RedisServer server;
+  Cache a(options(server.url()), nullptr);
+  const Claim first = claim(a, "k");
+  ASSERT_EQ(first.kind, Claim::generate);
+  std::future<Claim> waiting;
+  {
+    Cache b(options(server.url()), nullptr);
+    waiting = claim_async(b, "k", milliseconds(10000));
+    EXPECT_EQ(waiting.wait_for(milliseconds(50)), std::future_status::timeout);
+  }
+  ASSERT_EQ(waiting.wait_for(milliseconds(0)), std::future_status::ready);
+  const Claim answered = waiting.get();
+  EXPECT_EQ(answered.kind, Claim::generate);
+  EXPECT_EQ(answered.lock_token, "");
+}
