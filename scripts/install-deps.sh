@@ -15,6 +15,8 @@ PACKAGES=(
   # services and test clients
   redis-server curl prometheus wrk
   python3 python3-pytest python3-websockets python3-requests
+  # deployment tests (tests/deploy): scale-out proxy, compose validation, k8s YAML, script lint
+  nginx docker-compose python3-yaml shellcheck
 )
 # node and npm run the JS reference tokenizer; some images ship a Node.js whose
 # package conflicts with Debian's npm, so take Debian's only when node is absent.
