@@ -7,6 +7,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <random>
 #include <sstream>
@@ -137,11 +138,23 @@ void HttpSession::start_completions(const Request& req, const Route& route) {
   const auto on_strand = [self](auto fn) { net::post(self->stream_.get_executor(), std::move(fn)); };
   service::StreamEvents events;
   if (request.stream) {
+    // Bytes of each choice streamed so far: a response from the cache streams no deltas, so
+    // its text goes out whole before the final chunks. Both callbacks run on the flight's
+    // thread in order.
+    auto streamed = std::make_shared<std::vector<std::size_t>>(static_cast<std::size_t>(request.n), 0);
     events.on_text = [=](int index, const std::string& delta, int) {
+      (*streamed)[static_cast<std::size_t>(index)] += delta.size();
       on_strand([=] { self->stream_chunk(api::make_completion_chunk(id, created, model, index, delta, std::nullopt).dump(), false); });
     };
     events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
       std::vector<std::string> finals;
+      for (std::size_t i = 0; i < results.size(); ++i) {
+        const auto sent = std::min((*streamed)[i], results[i].text.size());
+        if (sent < results[i].text.size()) {
+          finals.push_back(api::make_completion_chunk(id, created, model, static_cast<int>(i),
+                                                      results[i].text.substr(sent), std::nullopt).dump());
+        }
+      }
       for (std::size_t i = 0; i < results.size(); ++i) {
         finals.push_back(api::make_completion_chunk(id, created, model, static_cast<int>(i), "", results[i].finish_reason).dump());
       }
@@ -190,6 +203,7 @@ void HttpSession::start_generate(const Request& req, const Route& route) {
   auto prepared = ctx_->service.prepare(request);
   const auto model = prepared.model->config.name;
   const auto seed = prepared.request.params.seed;
+  const auto key = prepared.cache_key.empty() ? nlohmann::json(nullptr) : nlohmann::json(prepared.cache_key);
   auto self = shared_from_this();
   const auto reply = ReplyTo{req.version(), req.keep_alive(), route.name};
   service::StreamEvents events;
@@ -202,7 +216,7 @@ void HttpSession::start_generate(const Request& req, const Route& route) {
     }
     self->reply_later(reply, 200,
                       api::make_frame("completed_response", request.prompt, texts,
-                                      {{"model_name", model}, {"cache_key", nullptr}, {"length", request.length},
+                                      {{"model_name", model}, {"cache_key", key}, {"length", request.length},
                                        {"completed", completed}, {"seed", seed}})
                           .dump());
   };

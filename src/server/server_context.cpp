@@ -3,7 +3,7 @@
 namespace writeup::server {
 
 ServerContext::ServerContext(ServerConfig cfg)
-    : config(std::move(cfg)), models(config, metrics), service(config, models) {
+    : config(std::move(cfg)), models(config, metrics), service(config, models, metrics) {
   metrics.gauge_callback("writeup_connections", "Open client connections", {},
                          [this] { return static_cast<double>(connections.load()); });
   metrics.gauge_callback("writeup_ready", "1 when every model is loaded and healthy", {},

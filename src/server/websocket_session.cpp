@@ -15,7 +15,8 @@ struct WebSocketSession::Running {
   api::WriteupRequest request;
   std::string model_name;
   std::uint64_t seed = 0;
-  std::shared_ptr<engine::Job> job;
+  std::string cache_key;           // "" = not cached
+  std::shared_ptr<service::Subscription> job;
   std::vector<std::string> texts;  // each suggestion's text so far
   std::vector<int> words_sent;     // words of each suggestion in the last frame
   std::vector<int> tokens;
@@ -105,6 +106,7 @@ void WebSocketSession::start(const api::WriteupRequest& request) {
   run->request = request;
   run->model_name = prepared.model->config.name;
   run->seed = prepared.request.params.seed;
+  run->cache_key = prepared.cache_key;
   run->texts.assign(static_cast<std::size_t>(request.batch_size), "");
   run->words_sent.assign(run->texts.size(), 0);
   run->tokens.assign(run->texts.size(), 0);
@@ -176,7 +178,7 @@ void WebSocketSession::send_frame(const std::string& type, nlohmann::json extras
     completed += run.tokens[i];
   }
   extras["model_name"] = run.model_name;
-  extras["cache_key"] = nullptr;
+  extras["cache_key"] = run.cache_key.empty() ? nlohmann::json(nullptr) : nlohmann::json(run.cache_key);
   extras["length"] = run.request.length;
   extras["completed"] = completed;
   extras["seed"] = run.seed;

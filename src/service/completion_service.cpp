@@ -1,6 +1,10 @@
 #include "writeup/service/completion_service.hpp"
 
+#include "writeup/cache/cache.hpp"
+#include "writeup/metrics/registry.hpp"
+#include "writeup/service/cached_response.hpp"
 #include "writeup/service/text_stream.hpp"
+#include "writeup/util/logging.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 
 namespace writeup::service {
@@ -27,8 +31,24 @@ std::vector<int> encode(const ModelEntry& m, const std::string& prompt) {
 
 }  // namespace
 
-CompletionService::CompletionService(const server::ServerConfig& config, ModelRegistry& models)
-    : config_(config), models_(models) {}
+CompletionService::CompletionService(const server::ServerConfig& config, ModelRegistry& models,
+                                     metrics::Registry& metrics)
+    : config_(config), models_(models), metrics_(metrics) {
+  local_joins_ = &metrics.counter(cache::kJoinsMetric, cache::kJoinsHelp, {{"scope", "local"}});
+  if (config.cache.redis.empty() && config.cache.memory_entries == 0) return;
+  cache::CacheOptions o;
+  o.redis_url = config.cache.redis;
+  o.ttl = std::chrono::seconds(config.cache.ttl_s);
+  o.memory_entries = static_cast<std::size_t>(config.cache.memory_entries);
+  cache_ = std::make_unique<cache::Cache>(std::move(o), &metrics);
+}
+
+CompletionService::~CompletionService() = default;
+
+std::string CompletionService::cache_key(std::string_view space, const ModelEntry& m, const std::string& prompt,
+                                         const generate::GenerationRequest& r) const {
+  return cache_ ? response_cache_key(space, m.config.name, m.fingerprint(), prompt, r) : std::string();
+}
 
 const ModelEntry& CompletionService::model(const std::string& name, const std::string& param) const {
   if (name.empty()) return models_.default_model();
@@ -51,6 +71,7 @@ Prepared CompletionService::prepare(const api::WriteupRequest& r) const {
   p.request.prompt = std::move(ids);
   p.request.params = api::to_sampling_params(r, config_.defaults.seed);
   p.request.n = r.batch_size;
+  p.cache_key = cache_key("writeup", *p.model, r.prompt, p.request);
   return p;
 }
 
@@ -68,44 +89,110 @@ Prepared CompletionService::prepare(const api::CompletionRequest& r) const {
   }
   p.request.params = api::to_sampling_params(r, config_.defaults.seed);
   p.request.n = r.n;
+  p.cache_key = cache_key("openai", *p.model, r.prompt, p.request);
   return p;
 }
 
-std::shared_ptr<engine::Job> CompletionService::start(Prepared prepared, StreamEvents events) const {
+std::shared_ptr<Subscription> CompletionService::start(Prepared p, StreamEvents events) {
+  const api::ApiError busy(429, "queue_full", "the server is busy: too many requests are waiting; retry shortly");
+  if (p.cache_key.empty() || !cache_) {
+    auto flight = std::make_shared<Flight>(nullptr);
+    const auto id = flight->join(std::move(events));
+    if (!run(flight, p, "")) throw busy;
+    return std::make_shared<Subscription>(flight, id);
+  }
+  const std::string key = p.cache_key;
+  std::shared_ptr<Flight> flight;
+  std::uint64_t id = 0;
+  {
+    std::lock_guard lock(flights_mutex_);
+    if (auto it = flights_.find(key); it != flights_.end()) {
+      if (auto running = it->second.lock()) {
+        if ((id = running->join(events)) != 0) {
+          local_joins_->inc();
+          return std::make_shared<Subscription>(running, id);
+        }
+      }
+    }
+    if (static_cast<int>(p.model->pick().queue_depth()) >= config_.limits.max_queue) throw busy;
+    flight = std::make_shared<Flight>([this, key] { forget(key); });
+    id = flight->join(std::move(events));
+    flights_[key] = flight;
+  }
+  const auto max_wait = std::chrono::milliseconds(static_cast<long>(config_.limits.request_timeout_s * 1000));
+  cache_->claim(key, max_wait, [this, flight, p = std::move(p), busy](cache::Claim claim) {
+    const auto& key = p.cache_key;
+    if (flight->abandoned()) {
+      if (!claim.lock_token.empty()) cache_->release(key, claim.lock_token);
+      return;
+    }
+    if (claim.kind == cache::Claim::hit) {
+      if (auto results = decode_results(claim.value, p.request.n)) {
+        flight->done(*results);
+        return forget(key);
+      }
+      log::warn("cache: the value under " + key + " is not a response of " + std::to_string(p.request.n) +
+                " sequence(s); generating it again");
+    }
+    if (!run(flight, p, claim.lock_token)) {
+      if (!claim.lock_token.empty()) cache_->release(key, claim.lock_token);
+      flight->error(busy);
+      forget(key);
+    }
+  });
+  return std::make_shared<Subscription>(flight, id);
+}
+
+bool CompletionService::run(const std::shared_ptr<Flight>& flight, const Prepared& p, const std::string& lock_token) {
   auto job = std::make_shared<engine::Job>();
-  job->request = std::move(prepared.request);
+  job->request = p.request;
   job->deadline = engine::Job::Clock::now() +
                   std::chrono::duration_cast<engine::Job::Clock::duration>(
                       std::chrono::duration<double>(config_.limits.request_timeout_s));
-  struct State {
-    std::vector<TextStream> streams;
-    std::vector<int> tokens;
-  };
-  auto state = std::make_shared<State>();
-  state->streams.assign(static_cast<std::size_t>(job->request.n), TextStream(job->request.params.stop));
-  state->tokens.assign(static_cast<std::size_t>(job->request.n), 0);
-  job->callbacks.on_token = [state, events](int index, int, const std::string& piece) {
+  auto streams = std::make_shared<std::vector<TextStream>>(static_cast<std::size_t>(p.request.n),
+                                                           TextStream(p.request.params.stop));
+  auto tokens = std::make_shared<std::vector<int>>(static_cast<std::size_t>(p.request.n), 0);
+  job->callbacks.on_token = [flight, streams, tokens](int index, int, const std::string& piece) {
     const auto i = static_cast<std::size_t>(index);
-    ++state->tokens[i];
-    const auto delta = state->streams[i].append(piece);
-    if (!delta.empty() && events.on_text) events.on_text(index, delta, state->tokens[i]);
+    ++(*tokens)[i];
+    const auto delta = (*streams)[i].append(piece);
+    if (!delta.empty()) flight->text(index, delta, (*tokens)[i]);
   };
-  job->callbacks.on_done = [state, events](std::vector<generate::GeneratedSequence> results) {
+  const std::string key = p.cache_key;
+  job->callbacks.on_done = [this, flight, streams, key, lock_token](std::vector<generate::GeneratedSequence> results) {
     for (std::size_t i = 0; i < results.size(); ++i) {
-      const auto delta = state->streams[i].finish(results[i].text);
-      if (!delta.empty() && events.on_text) {
-        events.on_text(static_cast<int>(i), delta, static_cast<int>(results[i].tokens.size()));
+      const auto delta = (*streams)[i].finish(results[i].text);
+      if (!delta.empty()) flight->text(static_cast<int>(i), delta, static_cast<int>(results[i].tokens.size()));
+    }
+    if (!key.empty()) {
+      if (cacheable(results)) {
+        cache_->store(key, encode_results(results), lock_token);
+      } else {
+        cache_->release(key, lock_token);  // nothing is cached from a cancelled generation
       }
     }
-    if (events.on_done) events.on_done(results);
+    flight->done(results);
+    if (!key.empty()) forget(key);
   };
-  job->callbacks.on_error = [events](engine::JobError e, const std::string& message) {
-    if (events.on_error) events.on_error(to_api_error(e, message));
+  job->callbacks.on_error = [this, flight, key, lock_token](engine::JobError e, const std::string& message) {
+    if (!key.empty()) cache_->release(key, lock_token);
+    flight->error(to_api_error(e, message));
+    if (!key.empty()) forget(key);
   };
-  if (!prepared.model->pick().submit(job)) {
-    throw api::ApiError(429, "queue_full", "the server is busy: too many requests are waiting; retry shortly");
-  }
-  return job;
+  if (!p.model->pick().submit(job)) return false;
+  metrics_.counter("writeup_generations_total", "Generations run by the engine (cache hits and joins excluded)",
+                   {{"model", p.model->config.name}})
+      .inc();
+  flight->set_job(std::move(job));
+  return true;
+}
+
+void CompletionService::forget(const std::string& key) {
+  std::lock_guard lock(flights_mutex_);
+  const auto it = flights_.find(key);
+  if (it == flights_.end()) return;
+  const auto f = it->second.lock();
+  if (!f || f->finished()) flights_.erase(it);
 }
 
 }  // namespace writeup::service

@@ -2,7 +2,10 @@
 
 #include <c10/util/Exception.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <limits>
+#include <thread>
 #include <stdexcept>
 
 #include "writeup/metrics/registry.hpp"
@@ -61,11 +64,16 @@ ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Regist
                                                  "Time from submission to the first token", buckets, labels);
       o.batch.token_seconds = &metrics.histogram("writeup_inter_token_seconds",
                                            "Time between consecutive tokens of a sequence", buckets, labels);
-      if (const char* limit = std::getenv("WRITEUP_TEST_OOM_OVER_TOKENS")) {
-        // Test hook (end-to-end OOM tests): a "device" with no room for a forward chunk of
-        // more than this many tokens.
-        const std::size_t max_tokens = std::stoul(limit);
-        o.batch.before_forward = [max_tokens](long, const std::vector<model::SequenceChunk>& chunks) {
+      // Test hooks for the end-to-end tests: WRITEUP_TEST_OOM_OVER_TOKENS, a "device" with no
+      // room for a forward chunk of more than this many tokens; WRITEUP_TEST_STEP_DELAY_MS, a
+      // slow device (so that identical requests overlap).
+      const char* limit = std::getenv("WRITEUP_TEST_OOM_OVER_TOKENS");
+      const char* delay = std::getenv("WRITEUP_TEST_STEP_DELAY_MS");
+      if (limit || delay) {
+        const std::size_t max_tokens = limit ? std::stoul(limit) : std::numeric_limits<std::size_t>::max();
+        const auto pause = std::chrono::milliseconds(delay ? std::stoi(delay) : 0);
+        o.batch.before_forward = [max_tokens, pause](long, const std::vector<model::SequenceChunk>& chunks) {
+          std::this_thread::sleep_for(pause);
           for (const auto& c : chunks) {
             if (c.tokens.size() > max_tokens) {
               throw c10::OutOfMemoryError({__func__, __FILE__, static_cast<std::uint32_t>(__LINE__)},

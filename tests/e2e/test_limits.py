@@ -32,9 +32,11 @@ def new_request(**kw):
 def test_full_queue_answers_429_with_retry_after():
     s = Server(config=config(limits={"max_queue": 1}))
     try:
-        body = {"prompt": "The queue", "max_tokens": 60, "n": 10}
+        # Distinct seeds: identical requests would share one generation instead of queueing.
+        def body(i):
+            return {"prompt": "The queue", "max_tokens": 60, "n": 10, "seed": i}
         with concurrent.futures.ThreadPoolExecutor(24) as pool:
-            results = list(pool.map(lambda _: requests.post(s.url + "/v1/completions", json=body, timeout=60), range(24)))
+            results = list(pool.map(lambda i: requests.post(s.url + "/v1/completions", json=body(i), timeout=60), range(24)))
         codes = [r.status_code for r in results]
         assert set(codes) <= {200, 429}, codes
         assert 429 in codes and 200 in codes, codes

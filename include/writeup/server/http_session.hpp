@@ -6,7 +6,7 @@
 #include <memory>
 #include <optional>
 
-#include "writeup/engine/job.hpp"
+#include "writeup/service/flight.hpp"
 #include "writeup/server/router.hpp"
 
 namespace writeup::server {
@@ -61,7 +61,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<ServerContext> ctx_;
   std::shared_ptr<void> in_flight_;  // the response being written
-  std::shared_ptr<engine::Job> job_;  // the generation this request waits on
+  std::shared_ptr<service::Subscription> job_;  // the generation this request waits on
   std::deque<std::string> stream_queue_;
   bool stream_writing_ = false;
   bool stream_done_ = false;

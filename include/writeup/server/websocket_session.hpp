@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "writeup/api/writeup_protocol.hpp"
-#include "writeup/engine/job.hpp"
+#include "writeup/service/flight.hpp"
 #include "writeup/server/router.hpp"
 
 namespace writeup::server {

@@ -1,14 +1,24 @@
 #pragma once
-#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "writeup/api/api_error.hpp"
 #include "writeup/api/openai_completions.hpp"
 #include "writeup/api/writeup_protocol.hpp"
 #include "writeup/engine/job.hpp"
+#include "writeup/service/flight.hpp"
 #include "writeup/service/model_registry.hpp"
+
+namespace writeup::cache {
+class Cache;
+}
+namespace writeup::metrics {
+class Counter;
+class Registry;
+}  // namespace writeup::metrics
 
 namespace writeup::service {
 
@@ -18,37 +28,44 @@ struct Prepared {
   generate::GenerationRequest request;
   int prompt_tokens = 0;     // after any truncation
   int truncated_tokens = 0;  // prompt tokens dropped on the left (writeup protocol only)
+  std::string cache_key;     // "" = not cached (no cache configured, or model not loaded)
 };
 
-// What a started generation reports; every callback runs on the worker's thread.
-struct StreamEvents {
-  // New releasable text of sequence `index` (never splits a UTF-8 character or shows part of
-  // a stop string); `tokens` is the sequence's token count so far.
-  std::function<void(int index, const std::string& delta, int tokens)> on_text;
-  std::function<void(const std::vector<generate::GeneratedSequence>&)> on_done;
-  std::function<void(const api::ApiError&)> on_error;
-};
-
+// validate -> cache -> single flight -> engine -> stream -> store. Identical requests cost one
+// generation: a stored response answers at once; one arriving while an identical one runs
+// joins it (in this process), or waits for another instance's (through the Redis lock).
 class CompletionService {
  public:
-  CompletionService(const server::ServerConfig& config, ModelRegistry& models);
+  CompletionService(const server::ServerConfig& config, ModelRegistry& models, metrics::Registry& metrics);
+  ~CompletionService();
 
   // Validate and tokenize; throw api::ApiError (404 unknown model, 400 too long for the
   // OpenAI API; the writeup protocol keeps the most recent tokens instead).
   Prepared prepare(const api::WriteupRequest& request) const;
   Prepared prepare(const api::CompletionRequest& request) const;
 
-  // Queues the generation; throws api::ApiError 429 (with retry hint) when the queue is full.
-  std::shared_ptr<engine::Job> start(Prepared prepared, StreamEvents events) const;
+  // Starts, joins or answers from the cache. Throws api::ApiError 429 (with retry hint) when
+  // the worker's queue is full. Events may arrive before this returns.
+  std::shared_ptr<Subscription> start(Prepared prepared, StreamEvents events);
 
   const ModelRegistry& models() const { return models_; }
   const server::ServerConfig& config() const { return config_; }
 
  private:
   const ModelEntry& model(const std::string& name, const std::string& param) const;
+  std::string cache_key(std::string_view space, const ModelEntry& m, const std::string& prompt,
+                        const generate::GenerationRequest& r) const;
+  // Submits the generation; false when the queue is full.
+  bool run(const std::shared_ptr<Flight>& flight, const Prepared& p, const std::string& lock_token);
+  void forget(const std::string& key);  // drops the key's flight once it finished
 
   const server::ServerConfig& config_;
   ModelRegistry& models_;
+  metrics::Registry& metrics_;
+  metrics::Counter* local_joins_ = nullptr;
+  std::unique_ptr<cache::Cache> cache_;  // null when the config turns caching off
+  std::mutex flights_mutex_;
+  std::unordered_map<std::string, std::weak_ptr<Flight>> flights_;
 };
 
 }  // namespace writeup::service

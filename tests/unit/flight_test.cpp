@@ -1,0 +1,131 @@
+#include "writeup/service/flight.hpp"
+
+#include <gtest/gtest.h>
+
+#include "writeup/service/cached_response.hpp"
+
+namespace {
+
+using writeup::generate::GeneratedSequence;
+using writeup::service::Flight;
+using writeup::service::StreamEvents;
+
+struct Recorder {
+  std::string text;
+  std::vector<GeneratedSequence> done;
+  std::string error;
+  StreamEvents events() {
+    return {[this](int, const std::string& d, int) { text += d; },
+            [this](const std::vector<GeneratedSequence>& r) { done = r; },
+            [this](const writeup::api::ApiError& e) { error = e.code(); }};
+  }
+};
+
+std::vector<GeneratedSequence> results() {
+  return {{{1, 2, 3}, "one two", "length"}, {{4}, "ü", "stop"}};
+}
+
+TEST(Flight, ALateJoinerGetsTheTextSoFarThenEverything) {
+  Flight f(nullptr);
+  Recorder a, b;
+  f.join(a.events());
+  f.text(0, "Hello", 1);
+  f.text(0, " world", 2);
+  f.join(b.events());
+  EXPECT_EQ(b.text, "Hello world");
+  f.text(0, "!", 3);
+  f.done(results());
+  EXPECT_EQ(a.text, "Hello world!");
+  EXPECT_EQ(b.text, "Hello world!");
+  EXPECT_EQ(b.done.size(), 2u);
+  Recorder c;
+  EXPECT_EQ(f.join(c.events()), 0u);  // ended: a new request starts a new flight
+}
+
+TEST(Flight, TheGenerationStopsOnlyWhenItsLastSubscriberLeaves) {
+  int abandoned = 0;
+  Flight f([&] { ++abandoned; });
+  Recorder a, b;
+  const auto ia = f.join(a.events()), ib = f.join(b.events());
+  auto job = std::make_shared<writeup::engine::Job>();
+  f.set_job(job);
+  f.leave(ia);
+  EXPECT_FALSE(job->cancelled());
+  EXPECT_FALSE(f.finished());
+  f.leave(ib);
+  EXPECT_TRUE(job->cancelled());
+  EXPECT_TRUE(f.abandoned());
+  EXPECT_EQ(abandoned, 1);
+  f.leave(ib);  // twice: nothing more
+  EXPECT_EQ(abandoned, 1);
+}
+
+TEST(Flight, AJobArrivingAfterEveryoneLeftIsCancelledAtOnce) {
+  Flight f(nullptr);
+  Recorder a;
+  f.leave(f.join(a.events()));
+  auto job = std::make_shared<writeup::engine::Job>();
+  f.set_job(job);
+  EXPECT_TRUE(job->cancelled());
+}
+
+TEST(Flight, ErrorsReachEverySubscriber) {
+  Flight f(nullptr);
+  Recorder a, b;
+  f.join(a.events());
+  f.join(b.events());
+  f.error(writeup::api::ApiError(503, "out_of_memory", "no room"));
+  EXPECT_EQ(a.error, "out_of_memory");
+  EXPECT_EQ(b.error, "out_of_memory");
+}
+
+TEST(CachedResponse, ResultsRoundTripAndForeignValuesAreRejected) {
+  const auto encoded = writeup::service::encode_results(results());
+  const auto decoded = writeup::service::decode_results(encoded, 2);
+  ASSERT_TRUE(decoded);
+  ASSERT_EQ(decoded->size(), 2u);
+  EXPECT_EQ((*decoded)[0].tokens, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ((*decoded)[1].text, "ü");
+  EXPECT_EQ((*decoded)[1].finish_reason, "stop");
+  EXPECT_FALSE(writeup::service::decode_results(encoded, 3));  // another n
+  EXPECT_FALSE(writeup::service::decode_results("garbage", 2));
+  EXPECT_FALSE(writeup::service::decode_results(R"({"writeup_response":2,"sequences":[]})", 0));
+  auto cancelled = results();
+  cancelled[1].finish_reason = "cancelled";
+  EXPECT_FALSE(writeup::service::cacheable(cancelled));
+  EXPECT_FALSE(writeup::service::decode_results(writeup::service::encode_results(cancelled), 2));
+}
+
+TEST(CachedResponse, KeysCoverEveryParameterAndSeparateTheApis) {
+  writeup::generate::GenerationRequest r;
+  r.prompt = {1, 2};
+  r.params.temperature = 0.7f;
+  const auto key = [&](const writeup::generate::GenerationRequest& q, std::string_view space = "writeup") {
+    return writeup::service::response_cache_key(space, "m", "fp", "Hi", q);
+  };
+  const auto base = key(r);
+  EXPECT_EQ(base.rfind("writeup:v1:writeup:", 0), 0u);
+  auto same = r;
+  same.params.temperature = static_cast<float>(0.70);
+  EXPECT_EQ(key(same), base);
+  EXPECT_NE(key(r, "openai"), base);
+  EXPECT_EQ(writeup::service::response_cache_key("writeup", "m", "", "Hi", r), "");  // not loaded
+  std::vector<writeup::generate::GenerationRequest> changed(9, r);
+  changed[0].params.temperature = 0.8f;
+  changed[1].params.top_k = 5;
+  changed[2].params.top_p = 0.5f;
+  changed[3].params.repetition_penalty = 1.1f;
+  changed[4].params.presence_penalty = 0.1f;
+  changed[5].params.frequency_penalty = 0.1f;
+  changed[6].params.max_tokens = 17;
+  changed[7].params.stop = {"\n"};
+  changed[8].params.seed = 43;
+  for (const auto& c : changed) EXPECT_NE(key(c), base);
+  auto n = r;
+  n.n = 2;
+  EXPECT_NE(key(n), base);
+  EXPECT_NE(writeup::service::response_cache_key("writeup", "m", "fp2", "Hi", r), base);
+  EXPECT_NE(writeup::service::response_cache_key("writeup", "m", "fp", "Hi!", r), base);
+}
+
+}  // namespace
