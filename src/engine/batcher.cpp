@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "writeup/generate/sampler.hpp"
+#include "writeup/model/device.hpp"
 #include "writeup/metrics/registry.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 #include "writeup/text/stream_decoder.hpp"
@@ -180,6 +181,7 @@ void Batcher::run_rows(std::vector<model::SequenceChunk>& chunks, std::vector<Ro
     logits = model_->forward(chunks, cache_);  // [chunks, V]
   } catch (const c10::OutOfMemoryError& e) {
     if (options_.oom_total) options_.oom_total->inc();
+    model::empty_device_cache(model_->device());  // hand cached blocks back before retrying
     if (chunks.size() == 1) {
       log::warn("out of memory for one sequence on its own: failing its request");
       rows[0].first->failed = true;

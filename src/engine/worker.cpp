@@ -2,6 +2,10 @@
 
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
+
+#include "writeup/model/device.hpp"
+
 #include "writeup/metrics/registry.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 #include "writeup/util/logging.hpp"
@@ -55,6 +59,11 @@ std::size_t Worker::queue_depth() const {
   return queue_.size();
 }
 
+model::DeviceMemory Worker::device_memory() const {
+  const auto m = model();
+  return m ? model::device_memory(m->device()) : model::DeviceMemory{};
+}
+
 std::shared_ptr<const model::GPT2Model> Worker::model() const {
   std::lock_guard lock(mutex_);
   return model_;
@@ -63,6 +72,11 @@ std::shared_ptr<const model::GPT2Model> Worker::model() const {
 void Worker::load() {
   const auto t0 = Job::Clock::now();
   try {
+    if (const char* fraction = std::getenv("WRITEUP_CUDA_MEMORY_FRACTION")) {
+      // For the GPU check: a small allocator cap provokes a real out-of-memory error.
+      model::set_device_memory_fraction(c10::Device(options_.load.device), std::stod(fraction));
+      log::warn("model " + options_.model_name + ": device memory capped at " + fraction + " by WRITEUP_CUDA_MEMORY_FRACTION");
+    }
     auto m = model::GPT2Model::load(options_.path, options_.load);
     std::lock_guard lock(mutex_);
     model_ = std::move(m);

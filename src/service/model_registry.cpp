@@ -96,9 +96,9 @@ ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Regist
       metrics.gauge_callback("writeup_model_load_seconds", "Seconds the worker took to load its model", wl,
                              [w] { return w->load_seconds(); });
       metrics.gauge_callback("writeup_device_memory_allocated_bytes", "Device memory allocated (0 on CPU)", wl,
-                             [] { return 0.0; });
+                             [w] { return static_cast<double>(w->device_memory().allocated); });
       metrics.gauge_callback("writeup_device_memory_reserved_bytes", "Device memory reserved (0 on CPU)", wl,
-                             [] { return 0.0; });
+                             [w] { return static_cast<double>(w->device_memory().reserved); });
     }
     models_.push_back(std::move(entry));
   }

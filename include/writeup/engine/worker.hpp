@@ -8,6 +8,7 @@
 
 #include "writeup/engine/batcher.hpp"
 #include "writeup/engine/job.hpp"
+#include "writeup/model/device.hpp"
 #include "writeup/model/gpt2_model.hpp"
 
 namespace writeup::text {
@@ -51,6 +52,8 @@ class Worker {
   int running_sequences() const { return running_.load(); }
   // The model once loaded (nullptr before); for fingerprints and metadata.
   std::shared_ptr<const model::GPT2Model> model() const;
+  // The device allocator's view of memory (zeros on CPU).
+  model::DeviceMemory device_memory() const;
 
  private:
   void loop();
