@@ -40,24 +40,22 @@ void Flight::text(int index, const std::string& delta, int tokens) {
 }
 
 void Flight::done(const std::vector<generate::GeneratedSequence>& results) {
-  std::lock_guard lock(mutex_);
-  if (ended_) return;
-  ended_ = true;
-  for (auto& [id, s] : subscribers_) {
+  end([&](StreamEvents& s) {
     if (s.on_done) s.on_done(results);
-  }
-  subscribers_.clear();
-  log_.clear();
-  job_.reset();
+  });
 }
 
 void Flight::error(const api::ApiError& error) {
+  end([&](StreamEvents& s) {
+    if (s.on_error) s.on_error(error);
+  });
+}
+
+void Flight::end(const std::function<void(StreamEvents&)>& deliver) {
   std::lock_guard lock(mutex_);
   if (ended_) return;
   ended_ = true;
-  for (auto& [id, s] : subscribers_) {
-    if (s.on_error) s.on_error(error);
-  }
+  for (auto& [id, s] : subscribers_) deliver(s);
   subscribers_.clear();
   log_.clear();
   job_.reset();

@@ -49,6 +49,8 @@ class Flight {
   std::size_t subscribers() const;
 
  private:
+  void end(const std::function<void(StreamEvents&)>& deliver);  // the last event, to everyone
+
   struct TextEvent {
     int index;
     std::string delta;
