@@ -6,6 +6,7 @@
 #include "cli_args.hpp"
 #include "writeup/generate/generation.hpp"
 #include "writeup/model/gpt2_model.hpp"
+#include "writeup/model/safetensors.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 #include "writeup/util/threads.hpp"
 
@@ -25,6 +26,8 @@ constexpr const char* kUsage = R"(usage: writeup-generate --model DIR --prompt T
   --threads N           intra-op threads (default: one per core)
   --ids                 print token ids instead of text
   --timing              print load, prefill and decode timings to stderr
+  --dump-logits FILE    also write the prompt's logits at every position (float32 [T, V],
+                        tensor "logits") to a safetensors file
 )";
 
 using Clock = std::chrono::steady_clock;
@@ -32,12 +35,25 @@ double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
+// The prompt's logits at every position, float32 [T, V], as tensor "logits" of a
+// safetensors file (for comparing a device and dtype with a reference).
+void dump_logits(const writeup::model::GPT2Model& model, const std::vector<int>& prompt, const std::string& path) {
+  auto cache = model.make_cache(1, static_cast<int>(prompt.size()));
+  std::vector<writeup::model::SequenceChunk> chunk{{0, 0, prompt}};
+  const at::Tensor logits = model.forward(chunk, cache, /*all_logits=*/true).contiguous();  // [T, V]
+  writeup::model::write_safetensors(
+      path, {{"logits", writeup::model::DType::F32, {logits.size(0), logits.size(1)}}}, {},
+      [&](std::size_t) {
+        return std::string(static_cast<const char*>(logits.data_ptr()), static_cast<std::size_t>(logits.nbytes()));
+      });
+}
+
 int run(int argc, char** argv) {
   writeup::tools::CliArgs args(
       argc, argv,
       {"model", "prompt", "max-tokens", "n", "temperature", "top-k", "top-p",
        "repetition-penalty", "presence-penalty", "frequency-penalty", "stop", "seed", "device",
-       "dtype", "threads"},
+       "dtype", "threads", "dump-logits"},
       {"ids", "timing", "help"});
   if (args.has("help")) {
     std::cout << kUsage;
@@ -64,6 +80,8 @@ int run(int argc, char** argv) {
   p.frequency_penalty = static_cast<float>(args.get_double("frequency-penalty", 0.0));
   p.seed = args.get_u64("seed", 42);
   if (args.has("stop")) p.stop.push_back(args.get("stop", ""));
+
+  if (args.has("dump-logits")) dump_logits(*model, req.prompt, args.get("dump-logits", ""));
 
   const auto t_start = Clock::now();
   Clock::time_point t_first{}, t_last{};

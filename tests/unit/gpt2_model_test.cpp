@@ -4,6 +4,9 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "test_support.hpp"
 #include "writeup/generate/generation.hpp"
@@ -173,4 +176,25 @@ TEST(GPT2Model, ASequencesLogitsAreBitwiseTheSameInAnyBatch) {
   std::vector<SequenceChunk> step2{{2, 2, {7}}, {1, 3, {8}}, {0, 5, {11}}, {3, 0, {1, 2, 3, 4, 5, 6, 7}}};
   const auto got = model->forward(step2, busy);
   EXPECT_TRUE(at::equal(got[2], want[0]));
+}
+
+TEST(GPT2Model, WriteupGenerateDumpsTheGoldenLogits) {
+  const auto cases = golden_cases();
+  const auto& fox = cases[1];
+  ASSERT_EQ(fox["name"], "fox");
+  const auto out = std::filesystem::temp_directory_path() / ("writeup-logits-" + std::to_string(::getpid()) + ".safetensors");
+  const auto r = t::run_command(std::string(WRITEUP_GENERATE_BIN) + " --model " + t::model_dir("tiny-gpt2").string() +
+                                    " --prompt '" + fox["text"].get<std::string>() +
+                                    "' --max-tokens 1 --temperature 0 --dump-logits " + out.string(),
+                                false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto file = SafetensorsFile::open(out);
+  const auto* info = file->find("logits");
+  ASSERT_NE(info, nullptr);
+  ASSERT_EQ(info->shape.size(), 2u);
+  EXPECT_EQ(info->shape[0], static_cast<std::int64_t>(fox["ids"].size()));
+  const auto got = at::from_blob(const_cast<std::byte*>(file->data(*info)), info->shape, at::kFloat);
+  const auto want = golden_logits("fox");
+  EXPECT_LT((got.narrow(0, info->shape[0] - want.size(0), want.size(0)) - want).abs().max().item<double>(), 1e-4);
+  std::filesystem::remove(out);
 }
