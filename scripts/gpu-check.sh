@@ -18,7 +18,7 @@
 #   unit_tests     build-gpu/tests/writeup_unit_tests, in parallel shards; suites that need a
 #                  missing redis-server / node are left out (listed in the details)
 #   golden         writeup-generate greedy continuations of tests/data/golden.json on cuda:0
-#                  float16, identical ids required (logits: not compared, see the details)
+#                  float16, identical ids and logits within 1e-2 relative (writeup-generate --dump-logits)
 #   make_model     writeup-make-model --shape medium --dtype f16 (random weights)
 #   hf_greedy      64-token greedy continuation, writeup (cuda:0 fp16) vs HF transformers
 #                  GPT2LMHeadModel fp16 generate: identical ids required
@@ -390,7 +390,7 @@ step_hf_greedy() {
     --ids --device "$DEVICE" --dtype "$DTYPE") || { SUMMARY="writeup-generate failed on $DEVICE"; return 1; }
   echo "writeup: $ids"
   timeout "$(cap 180)" "$PYTHON" "$GPU/hf_check.py" greedy --model "$MODEL" --prompt "$HF_PROMPT" --tokens 64 \
-    --writeup-ids "$ids" --out "$DETAILS"
+    --writeup-ids "$ids" --generate "$gen" --device "$DEVICE" --dtype "$DTYPE" --out "$DETAILS"
   local rc=$?
   [[ -f $DETAILS ]] || SUMMARY="hf_check.py greedy wrote nothing (see logs/hf_greedy.log)"
   return "$rc"

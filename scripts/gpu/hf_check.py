@@ -6,9 +6,16 @@
       prefix, the tools on PATH; works without torch too (then it says so); exit 1 (not in a
       dry run) when there is no GPU or no transformers
   hf_check.py greedy --model DIR --prompt TEXT --tokens 64 --writeup-ids "1 2 3" --out FILE
-      HF GPT2LMHeadModel (float16 on cuda:0) greedy `generate`, compared with writeup's ids;
-      exit 0 when identical. Reports the HF top-1/top-2 logit margin at each step, so that a
-      difference at a near tie can be told from a real one.
+                     [--generate BIN] [--device cuda:0] [--dtype float16] [--writeup-logits FILE]
+                     [--logits-rtol 1e-2] [--no-logits]
+      HF GPT2LMHeadModel (float16 on cuda:0) greedy `generate`, compared with writeup's ids.
+      Reports the HF top-1/top-2 logit margin at each step, so that a difference at a near tie
+      can be told from a real one. Also the prompt's logits: `writeup-generate --dump-logits`
+      (--device/--dtype as given; or a dump given with --writeup-logits) against HF's fp16
+      forward on the same prompt, at every position: relative error max|a-b| / max|b| (b = HF)
+      must be <= --logits-rtol. writeup-generate: --generate, else $WRITEUP_GENERATE, else
+      $WRITEUP_BUILD_DIR/writeup-generate, else build-gpu/ then build/ of this checkout.
+      Exit 0 when the ids are identical and the logits within the tolerance.
   hf_check.py bench --model DIR --tokens 128 --runs 3 --requests 64 --sequences 7 --out FILE
       HF `generate` (fp16, greedy, every sequence forced to the full length with
       min_new_tokens, one warm-up first, median of --runs):
@@ -25,9 +32,15 @@ the same values as torch_dtype=float16 for a float16 checkpoint, on every transf
 """
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 
 EOS = 50256
 PROMPT32 = [1169] + [262] * 31  # "the the the ..." : 32 tokens in the GPT-2 vocabulary
@@ -104,6 +117,81 @@ def generate(model, ids, new_tokens, force_length, **kw):
         return model.generate(x, **args)
 
 
+def find_generate(explicit):
+    if explicit:
+        return explicit
+    if os.environ.get("WRITEUP_GENERATE"):
+        return os.environ["WRITEUP_GENERATE"]
+    dirs = [os.environ["WRITEUP_BUILD_DIR"]] if os.environ.get("WRITEUP_BUILD_DIR") else []
+    dirs += [os.path.join(ROOT, "build-gpu"), os.path.join(ROOT, "build")]
+    for d in dirs:
+        p = os.path.join(d, "writeup-generate")
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def writeup_prompt_logits(a, tmpdir):
+    """writeup's prompt logits [T, V] as a float32 torch tensor (CPU), and how they were got."""
+    import torch
+    sys.path.insert(0, HERE)
+    from golden_check import read_tensor  # the standard-library safetensors reader
+    path, how = a.writeup_logits, {"source": a.writeup_logits}
+    if not path:
+        gen = find_generate(a.generate)
+        if not gen:
+            raise RuntimeError("no writeup-generate found (give --generate BIN)")
+        path = os.path.join(tmpdir, "writeup-logits.safetensors")
+        cmd = [gen, "--model", a.model, "--prompt", a.prompt, "--max-tokens", "1", "--temperature", "0",
+               "--ids", "--device", a.device, "--dtype", a.dtype, "--dump-logits", path]
+        how = {"command": cmd}
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"writeup-generate --dump-logits: exit {p.returncode}: {p.stderr.strip()[-400:]}")
+    shape, values = read_tensor(path, "logits")
+    if len(shape) != 2:
+        raise RuntimeError(f"writeup's logits have shape {shape}, expected [T, V]")
+    t = torch.frombuffer(bytearray(values.tobytes()), dtype=torch.float32).reshape(shape)
+    return t, how
+
+
+def compare_logits(a, model, ids):
+    """writeup's prompt logits vs HF fp16 forward on the same ids: relative error max|a-b|/max|b|."""
+    import torch
+    res = {"rtol": a.logits_rtol, "device": a.device, "dtype": a.dtype}
+    with tempfile.TemporaryDirectory(prefix="hf-check-") as tmp:
+        try:
+            mine, how = writeup_prompt_logits(a, tmp)
+        except Exception as e:  # noqa: BLE001 - report whatever went wrong
+            res.update(ok=False, why=f"{type(e).__name__}: {e}")
+            return res
+    res.update(how)
+    with torch.inference_mode():
+        hf = model(torch.tensor([ids], device="cuda")).logits[0].float().cpu()
+    res["hf_shape"], res["writeup_shape"] = list(hf.shape), list(mine.shape)
+    if mine.shape != hf.shape:
+        res.update(ok=False, why=f"writeup's logits have shape {list(mine.shape)}, HF's {list(hf.shape)} "
+                                 "(different tokenization or vocabulary?)")
+        return res
+    diff = (mine - hf).abs()
+    if not torch.isfinite(mine).all():
+        res.update(ok=False, why="writeup's logits hold NaN or inf")
+        return res
+    scale = float(hf.abs().max())
+    max_diff = float(diff.max())
+    rel = max_diff / scale if scale > 0 else float("inf")
+    row_rel = (diff.max(dim=1).values / hf.abs().max(dim=1).values.clamp_min(1e-30)).tolist()
+    res.update(
+        max_abs_diff=max_diff, max_abs_hf=scale, relative_error=rel,
+        relative_error_per_position=[round(x, 6) for x in row_rel],
+        argmax_equal_per_position=(mine.argmax(dim=1) == hf.argmax(dim=1)).tolist(),
+        ok=rel <= a.logits_rtol,
+    )
+    if not res["ok"]:
+        res["why"] = f"relative error {rel:.3g} > {a.logits_rtol:g}"
+    return res
+
+
 def cmd_greedy(a):
     import torch
     from transformers import AutoTokenizer
@@ -111,6 +199,11 @@ def cmd_greedy(a):
     model = load_model(a.model)
     tok = AutoTokenizer.from_pretrained(a.model)
     ids = tok(a.prompt)["input_ids"]
+    if a.no_logits:
+        logits = {"ok": True, "compared": False, "why": "--no-logits"}
+    else:
+        logits = compare_logits(a, model, ids)
+        logits["compared"] = "relative_error" in logits
     out = generate(model, ids, a.tokens, False, output_scores=True, return_dict_in_generate=True)
     new = out.sequences[0, len(ids):].tolist()
     margins = []
@@ -134,16 +227,25 @@ def cmd_greedy(a):
         "hf_margins": margins,
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "seconds": round(time.time() - t0, 2),
-        "logits": "not compared: writeup prints no logits (needs a --dump-logits flag for the 1e-2 check)",
+        "logits": logits,
     }
-    result["summary"] = (f"{a.tokens} greedy tokens: identical to HF transformers fp16 (logits not compared)"
-                         if first is None else
-                         f"{a.tokens} greedy tokens: differ from HF fp16 at token {first} (HF top-2 margin there "
-                         f"{result['hf_margin_at_difference']}, smallest margin {result['hf_min_margin']})")
+    greedy = (f"{a.tokens} greedy tokens: identical to HF transformers fp16"
+              if first is None else
+              f"{a.tokens} greedy tokens: differ from HF fp16 at token {first} (HF top-2 margin there "
+              f"{result['hf_margin_at_difference']}, smallest margin {result['hf_min_margin']})")
+    if logits.get("compared"):
+        lsum = (f"prompt logits ({len(ids)} positions) relative error {logits['relative_error']:.3g} "
+                f"{'<=' if logits['ok'] else '>'} {a.logits_rtol:g} (max |diff| {logits['max_abs_diff']:.3g}, "
+                f"max |HF| {logits['max_abs_hf']:.3g})")
+    else:
+        lsum = f"prompt logits not compared: {logits.get('why')}"
+    result["logits_ok"] = bool(logits.get("ok"))
+    result["summary"] = f"{greedy}; {lsum}"
     json.dump(result, open(a.out, "w"), indent=2)
     print(f"identical={result['identical']} first_difference={first} "
           f"margin_there={result['hf_margin_at_difference']} min_margin={result['hf_min_margin']}")
-    return 0 if result["identical"] else 1
+    print(lsum)
+    return 0 if result["identical"] and result["logits_ok"] else 1
 
 
 def timed(fn, runs):
@@ -221,6 +323,14 @@ def main():
     g.add_argument("--tokens", type=int, default=64)
     g.add_argument("--writeup-ids", required=True)
     g.add_argument("--out", required=True)
+    g.add_argument("--generate", help="writeup-generate for the logits dump (default: see above)")
+    g.add_argument("--device", default="cuda:0", help="writeup-generate --device (default cuda:0)")
+    g.add_argument("--dtype", default="float16", help="writeup-generate --dtype (default float16)")
+    g.add_argument("--writeup-logits", help="writeup's prompt logits already dumped (safetensors, 'logits')")
+    g.add_argument("--logits-rtol", type=float, default=1e-2,
+                   help="max|writeup - HF| / max|HF| allowed over the prompt's logits (default 1e-2)")
+    g.add_argument("--no-logits", action="store_true", help="do not compare the prompt's logits")
+    g.add_argument("--timeout", type=float, default=120, help="writeup-generate timeout (s)")
     b = sub.add_parser("bench")
     b.add_argument("--model", required=True)
     b.add_argument("--tokens", type=int, default=128)
