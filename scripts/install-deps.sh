@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Installs every Debian package writeup needs to build, test and benchmark.
 # Idempotent: packages already present are skipped by apt. Works as root or via sudo.
+#   scripts/install-deps.sh          everything: build, tests, benchmarks (what CI runs)
+#   scripts/install-deps.sh --serve  only what building and running the server needs
+#                                    (scripts/serve): no test tools, services or npm
 set -euo pipefail
+
+SERVE_ONLY=0
+case "${1:-}" in
+  --serve) SERVE_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--serve]" >&2; exit 2 ;;
+esac
 
 PACKAGES=(
   # build tools
@@ -11,17 +21,23 @@ PACKAGES=(
   libboost-dev libboost-program-options-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev
   libhiredis-dev libpcre2-dev
-  libgtest-dev libgmock-dev
-  # services and test clients
-  redis-server curl prometheus wrk
-  python3 python3-pytest python3-websockets python3-requests
-  # deployment tests (tests/deploy): scale-out proxy, compose validation, k8s YAML, script lint
-  nginx docker-compose python3-yaml shellcheck
+  # scripts/serve and fetch-model
+  curl python3
 )
-# node and npm run the JS reference tokenizer; some images ship a Node.js whose
-# package conflicts with Debian's npm, so take Debian's only when node is absent.
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  PACKAGES+=(nodejs npm)
+if [ "$SERVE_ONLY" -eq 0 ]; then
+  PACKAGES+=(
+    libgtest-dev libgmock-dev
+    # services and test clients
+    redis-server prometheus wrk
+    python3-pytest python3-websockets python3-requests
+    # deployment tests (tests/deploy): scale-out proxy, compose validation, k8s YAML, script lint
+    nginx docker-compose python3-yaml shellcheck
+  )
+  # node and npm run the JS reference tokenizer; some images ship a Node.js whose
+  # package conflicts with Debian's npm, so take Debian's only when node is absent.
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    PACKAGES+=(nodejs npm)
+  fi
 fi
 
 SUDO=""
@@ -48,7 +64,7 @@ fi
 # The npm reference tokenizer (gpt-3-encoder) used by the tokenizer cross-check test.
 # Installed into tests/node (ignored by git); skipped when already there.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ ! -f "$ROOT/tests/node/node_modules/gpt-3-encoder/package.json" ]; then
+if [ "$SERVE_ONLY" -eq 0 ] && [ ! -f "$ROOT/tests/node/node_modules/gpt-3-encoder/package.json" ]; then
   echo "install-deps: npm install gpt-3-encoder"
   (cd "$ROOT/tests/node" && npm install --no-audit --no-fund --loglevel=error)
 fi
