@@ -1,10 +1,12 @@
 #include "writeup/engine/batcher.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <fstream>
 #include <limits>
+#include <utility>
 
 #include "writeup/generate/sampler.hpp"
 #include "writeup/model/device.hpp"
@@ -25,6 +27,7 @@ struct Batcher::Sequence {
   bool done = false;
   int last = 0;  // the token to feed next
   int pos = 0;   // where `last` goes in the cache
+  int drawn = -1;  // the next token, sampled ahead in parallel by sample_ahead (-1: none)
   Clock::time_point last_time{};
 };
 
@@ -61,6 +64,34 @@ std::size_t available_memory_bytes() {
 }
 
 std::string mib(std::size_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
+
+// Draws the next token of every sequence the step's logits [rows, V] are about to feed, in
+// parallel (each sampler is its own sequence's state, so the tokens are the ones a serial pass
+// would draw); on_logits then takes them in order.
+template <typename Active, typename Row>
+void sample_ahead(const std::vector<model::SequenceChunk>& chunks, const std::vector<Row>& rows,
+                  const at::Tensor& logits, std::size_t vocab) {
+  using Seq = typename std::remove_reference_t<decltype(std::declval<Active&>().seqs[0])>;
+  std::vector<std::pair<Seq*, const float*>> work;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    Active& job = *rows[i].first;
+    const float* row = logits[static_cast<std::int64_t>(i)].template data_ptr<float>();
+    if (job.failed) continue;
+    if (rows[i].second >= 0) {
+      auto& s = job.seqs[static_cast<std::size_t>(rows[i].second)];
+      if (!s.done) work.emplace_back(&s, row);
+    } else if (job.prefilled + static_cast<int>(chunks[i].tokens.size()) ==
+               static_cast<int>(job.job->request.prompt.size())) {
+      for (auto& s : job.seqs) work.emplace_back(&s, row);
+    }
+  }
+  at::parallel_for(0, static_cast<std::int64_t>(work.size()), 1, [&](std::int64_t b, std::int64_t e) {
+    for (auto w = b; w < e; ++w) {
+      auto [s, row] = work[static_cast<std::size_t>(w)];
+      s->drawn = s->sampler.sample({row, vocab});
+    }
+  });
+}
 
 }  // namespace
 
@@ -156,14 +187,21 @@ bool Batcher::step() {
       rows.emplace_back(a.get(), static_cast<int>(i));
     }
   }
-  for (auto& a : jobs_) {  // one prefill chunk per step, first come first served
+  // Prompt chunks, first come first served, up to prefill_chunk tokens per step in all: short
+  // prompts arriving together start together instead of one per step.
+  // A prompt is always cut at multiples of prefill_chunk, whatever else waits: its chunks (and
+  // so its cache entries) never depend on load. A chunk that does not fit waits a step.
+  const int chunk = std::max(1, options_.prefill_chunk);
+  int budget = chunk;
+  for (auto& a : jobs_) {
     if (a->decoding || a->failed) continue;
     const auto& prompt = a->job->request.prompt;
-    const int n = std::min<int>(options_.prefill_chunk, static_cast<int>(prompt.size()) - a->prefilled);
+    const int n = std::min<int>(chunk, static_cast<int>(prompt.size()) - a->prefilled);
+    if (n > budget) break;  // FIFO: nothing overtakes a waiting prompt
     chunks.push_back({a->seqs[0].slot, a->prefilled,
                       std::vector<int>(prompt.begin() + a->prefilled, prompt.begin() + a->prefilled + n)});
     rows.emplace_back(a.get(), -1);
-    break;
+    budget -= n;
   }
   if (chunks.empty()) return false;
   at::Tensor logits;
@@ -200,6 +238,7 @@ void Batcher::run_rows(std::vector<model::SequenceChunk>& chunks, std::vector<Ro
     }
     return;
   }
+  sample_ahead<Active>(chunks, rows, logits, static_cast<std::size_t>(model_->config().vocab_size));
   for (std::size_t i = 0; i < rows.size(); ++i) {
     auto& [job, index] = rows[i];
     if (job->failed) continue;
@@ -228,7 +267,8 @@ void Batcher::on_logits(Active& a, int index, const float* logits) {
   auto& s = a.seqs[static_cast<std::size_t>(index)];
   if (s.done) return;
   const auto& p = a.job->request.params;
-  const int token = s.sampler.sample({logits, static_cast<std::size_t>(model_->config().vocab_size)});
+  const int token = s.drawn >= 0 ? std::exchange(s.drawn, -1)
+                                  : s.sampler.sample({logits, static_cast<std::size_t>(model_->config().vocab_size)});
   const auto now = Clock::now();
   if (a.first && options_.first_token_seconds) {
     options_.first_token_seconds->observe(std::chrono::duration<double>(now - a.job->submitted).count());

@@ -23,22 +23,32 @@ void Sampler::observe(int token) { ++generated_[token]; }
 
 double Sampler::uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
 
-std::vector<double> Sampler::adjusted(std::span<const float> logits) const {
-  std::vector<double> a(logits.begin(), logits.end());
+namespace {
+
+// Applies the repetition, presence and frequency penalties to `a` (logits as double) in place.
+void apply_penalties(std::vector<double>& a, const SamplingParams& params, const std::vector<int>& prompt,
+                     const std::unordered_map<int, int>& generated) {
   const auto in_range = [&](int t) { return t >= 0 && static_cast<std::size_t>(t) < a.size(); };
-  if (params_.repetition_penalty != 1.0f) {
-    std::unordered_set<int> seen(prompt_.begin(), prompt_.end());
-    for (const auto& [t, n] : generated_) seen.insert(t);
+  if (params.repetition_penalty != 1.0f) {
+    std::unordered_set<int> seen(prompt.begin(), prompt.end());
+    for (const auto& [t, n] : generated) seen.insert(t);
     for (int t : seen) {
       if (!in_range(t)) continue;
-      a[t] = a[t] > 0 ? a[t] / params_.repetition_penalty : a[t] * params_.repetition_penalty;
+      a[t] = a[t] > 0 ? a[t] / params.repetition_penalty : a[t] * params.repetition_penalty;
     }
   }
-  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
-    for (const auto& [t, n] : generated_) {
-      if (in_range(t)) a[t] -= params_.presence_penalty + params_.frequency_penalty * n;
+  if (params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f) {
+    for (const auto& [t, n] : generated) {
+      if (in_range(t)) a[t] -= params.presence_penalty + params.frequency_penalty * n;
     }
   }
+}
+
+}  // namespace
+
+std::vector<double> Sampler::adjusted(std::span<const float> logits) const {
+  std::vector<double> a(logits.begin(), logits.end());
+  apply_penalties(a, params_, prompt_, generated_);
   return a;
 }
 
@@ -126,7 +136,8 @@ int Sampler::draw(const std::vector<std::pair<int, double>>& cands) {
 
 int Sampler::draw_full(std::span<const float> logits) {
   // The whole vocabulary in id order, without sorting or per-call allocations.
-  scratch_ = adjusted(logits);
+  scratch_.assign(logits.begin(), logits.end());
+  apply_penalties(scratch_, params_, prompt_, generated_);
   double max = -INFINITY;
   for (double v : scratch_) max = std::max(max, v);
   double sum = 0;

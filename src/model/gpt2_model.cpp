@@ -215,8 +215,8 @@ at::Tensor GPT2Model::attention(const at::Tensor& qkv, std::span<const SequenceC
 
 // Attention for single-token decode rows, one (row, head) per task, no tensor ops: writes the
 // row's key and value into its slot, then softmax(q.K^T * scale) . V over its own positions.
-// Each reduction runs in a fixed order, so a row's result depends on nothing but its own
-// sequence, and this pass costs no per-sequence operator overhead.
+// Each reduction runs in a fixed order (see attend), so a row's result depends on nothing but
+// its own sequence, and this pass costs no per-sequence operator overhead.
 void GPT2Model::decode_attention(const at::Tensor& qkv, const std::vector<DecodeRow>& rows, KVCache& cache,
                                  int layer, at::Tensor& out) const {
   const std::int64_t C = config_.n_embd, H = config_.n_head, D = config_.head_dim();
@@ -228,36 +228,17 @@ void GPT2Model::decode_attention(const at::Tensor& qkv, const std::vector<Decode
   float* vbase = cache.values(layer, 0).data_ptr<float>();
   const std::int64_t slot_stride = H * T * D;
   at::parallel_for(0, static_cast<std::int64_t>(rows.size()) * H, 1, [&](std::int64_t b, std::int64_t e) {
-    std::vector<float> scores(static_cast<std::size_t>(T));
+    thread_local std::vector<float> scores;  // [T], reused across steps
+    scores.resize(static_cast<std::size_t>(T));
     for (std::int64_t task = b; task < e; ++task) {
       const auto& r = rows[static_cast<std::size_t>(task / H)];
-      const std::int64_t h = task % H, len = r.pos + 1;
+      const std::int64_t h = task % H;
       const float* q = in + r.row * 3 * C + h * D;
       float* kc = kbase + r.slot * slot_stride + h * T * D;  // [T, D]
       float* vc = vbase + r.slot * slot_stride + h * T * D;
       std::memcpy(kc + r.pos * D, in + r.row * 3 * C + C + h * D, static_cast<std::size_t>(D) * sizeof(float));
       std::memcpy(vc + r.pos * D, in + r.row * 3 * C + 2 * C + h * D, static_cast<std::size_t>(D) * sizeof(float));
-      float max = -std::numeric_limits<float>::infinity();
-      for (std::int64_t j = 0; j < len; ++j) {
-        float lanes[8] = {};
-        const float* k = kc + j * D;
-        for (std::int64_t d = 0; d < D; ++d) lanes[d & 7] += q[d] * k[d];
-        const float dot = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-        scores[static_cast<std::size_t>(j)] = dot * scale;
-        max = std::max(max, dot * scale);
-      }
-      float sum = 0;
-      for (std::int64_t j = 0; j < len; ++j) {
-        scores[static_cast<std::size_t>(j)] = std::exp(scores[static_cast<std::size_t>(j)] - max);
-        sum += scores[static_cast<std::size_t>(j)];
-      }
-      float acc[256] = {};  // D <= 256 (checked at load)
-      for (std::int64_t j = 0; j < len; ++j) {
-        const float p = scores[static_cast<std::size_t>(j)] / sum;
-        const float* v = vc + j * D;
-        for (std::int64_t d = 0; d < D; ++d) acc[d] += p * v[d];
-      }
-      std::memcpy(o + r.row * C + h * D, acc, static_cast<std::size_t>(D) * sizeof(float));
+      attend(q, kc, vc, r.pos + 1, D, scale, scores.data(), o + r.row * C + h * D);
     }
   });
 }

@@ -2,12 +2,15 @@
 // so every figure is the median of repeated runs).
 //   writeup-bench tokenizer [--model DIR] [--mb N] [--runs N]
 //   writeup-bench load --model DIR [--runs N]
-//   writeup-bench decode --model DIR [--tokens N] [--runs N] [--threads N]
-//   writeup-bench engine --model DIR [--concurrency 1,4,8,16] [--tokens N] [--runs N]
+//   writeup-bench decode --model DIR [--tokens N] [--runs N] [--threads N] [--device D] [--dtype T]
+//   writeup-bench engine --model DIR [--concurrency 1,4,8,16] [--tokens N] [--runs N] [--device D] [--dtype T]
+//   writeup-bench step --model DIR [--n 8] [--tokens N] [--threads N]   (decode-step breakdown)
 //   writeup-bench wire --url ws://HOST:PORT [--sessions N] [--requests N] [--batch-size 7] [--length 40]
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -22,6 +25,7 @@
 #include "cli_args.hpp"
 #include "writeup/engine/worker.hpp"
 #include "writeup/generate/generation.hpp"
+#include "writeup/generate/sampler.hpp"
 #include "writeup/model/gpt2_model.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 #include "writeup/util/threads.hpp"
@@ -31,6 +35,14 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// --device (cpu, cuda:N) and --dtype (auto, float32, float16, bfloat16).
+writeup::model::LoadOptions load_options(const writeup::tools::CliArgs& args) {
+  writeup::model::LoadOptions o;
+  o.device = args.get("device", o.device);
+  o.dtype = args.get("dtype", o.dtype);
+  return o;
 }
 
 double median(std::vector<double> v) {
@@ -114,7 +126,7 @@ int bench_load(const writeup::tools::CliArgs& args) {
 int bench_decode(const writeup::tools::CliArgs& args) {
   const std::string dir = args.require("model");
   writeup::configure_threads(args.get_int("threads", 0));
-  auto model = writeup::model::GPT2Model::load(dir);
+  auto model = writeup::model::GPT2Model::load(dir, load_options(args));
   auto tok = writeup::text::BpeTokenizer::from_model_dir(dir);
   writeup::generate::GenerationRequest req;
   req.prompt = tok->encode("The history of the written word begins");
@@ -179,6 +191,7 @@ int bench_engine(const writeup::tools::CliArgs& args) {
   engine::WorkerOptions o;
   o.model_name = "bench";
   o.path = dir;
+  o.load = load_options(args);
   o.batch.slots = *std::max_element(levels.begin(), levels.end());
   o.max_queue = 1024;
   engine::Worker worker(std::move(o), tok);
@@ -241,24 +254,105 @@ int bench_engine(const writeup::tools::CliArgs& args) {
   return 0;
 }
 
+
+// Median milliseconds of `reps` calls of fn (after one warm-up call).
+template <typename F>
+double time_ms(int reps, F&& fn) {
+  fn();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = Clock::now();
+    fn();
+    t.push_back(seconds_since(t0) * 1e3);
+  }
+  return median(t);
+}
+
+// Where a decode step's time goes, at batch 1 and batch n: the whole forward, each packed
+// projection shape over all layers, the LM head, and sampling the n rows (default params).
+// The per-shape figures run back to back, partly from the last-level cache: a guide only.
+int bench_step(const writeup::tools::CliArgs& args) {
+  using namespace writeup;
+  const std::string dir = args.require("model");
+  configure_threads(args.get_int("threads", 0));
+  const int n = args.get_int("n", 8), reps = args.get_int("tokens", 64);
+  auto model = model::GPT2Model::load(dir);
+  const auto& cfg = model->config();
+  auto cache = model->make_cache(n, 64 + 2 * reps + 8);
+  std::vector<int> prompt(64);
+  for (int i = 0; i < 64; ++i) prompt[static_cast<std::size_t>(i)] = (i * 977) % cfg.vocab_size;
+  for (int s = 0; s < n; ++s) {
+    std::vector<model::SequenceChunk> c{{s, 0, prompt}};
+    model->forward(c, cache);
+  }
+  std::vector<std::array<model::PackedLinear, 4>> lin;  // every layer's, so weights stream as in a step
+  for (const auto& b : model->weights().h) {
+    lin.push_back({model::PackedLinear(b.attn_c_attn_weight, b.attn_c_attn_bias),
+                   model::PackedLinear(b.attn_c_proj_weight, b.attn_c_proj_bias),
+                   model::PackedLinear(b.mlp_c_fc_weight, b.mlp_c_fc_bias),
+                   model::PackedLinear(b.mlp_c_proj_weight, b.mlp_c_proj_bias)});
+  }
+  const model::PackedLinear head(model->weights().lm_head, at::Tensor(), /*transposed=*/true);
+  for (int m : {1, n}) {
+    int pos = 64;
+    std::vector<model::SequenceChunk> chunks;
+    for (int s = 0; s < m; ++s) chunks.push_back({s, 64, {s + 11}});
+    const double fwd = time_ms(reps, [&] {
+      for (auto& c : chunks) c.start = pos;
+      model->forward(chunks, cache);
+      ++pos;
+    });
+    double proj = 0;
+    std::printf("{\"bench\":\"step\",\"rows\":%d,\"forward_ms\":%.3f", m, fwd);
+    for (int i = 0; i < 4; ++i) {
+      const auto x = at::randn({m, lin[0][static_cast<std::size_t>(i)].in_features()});
+      const double ms = time_ms(reps, [&] {
+        for (const auto& l : lin) l[static_cast<std::size_t>(i)].forward(x);
+      });
+      proj += ms;
+      std::printf(",\"proj%d_all_layers_ms\":%.3f", i, ms);
+    }
+    const auto x = at::randn({m, head.in_features()});
+    const double lm = time_ms(reps, [&] { head.forward(x); });
+    const auto logits = at::randn({m, head.out_features()});
+    std::vector<generate::Sampler> samplers;
+    for (int s = 0; s < m; ++s) samplers.emplace_back(generate::SamplingParams{}, s, prompt);
+    const double smp = time_ms(reps, [&] {
+      for (int s = 0; s < m; ++s) {
+        samplers[static_cast<std::size_t>(s)].sample(
+            {logits[s].data_ptr<float>(), static_cast<std::size_t>(head.out_features())});
+      }
+    });
+    std::printf(",\"lm_head_ms\":%.3f,\"rest_of_forward_ms\":%.3f,\"sample_ms\":%.3f}\n", lm,
+                fwd - proj - lm, smp);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine|wire [options]\n";
+    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine|step|wire [options]\n";
     return 2;
   }
   const std::string mode = argv[1];
   try {
     writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions",
-                                                           "requests", "batch-size", "length", "model-name"},
+                                                           "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel"},
                                  {});
+    // --kernel avx2|generic: the packed kernels an older CPU would run (for before/after ratios)
+    const std::string kernel = args.get("kernel", "auto");
+    using K = writeup::model::PackedLinear::Kernel;
+    writeup::model::PackedLinear::force_kernel(kernel == "avx2" ? K::avx2 : kernel == "generic" ? K::generic : K::automatic);
     if (mode == "tokenizer") return bench_tokenizer(args);
     if (mode == "load") return bench_load(args);
     if (mode == "decode") return bench_decode(args);
     if (mode == "engine") return bench_engine(args);
+    if (mode == "step") return bench_step(args);
     if (mode == "wire") return writeup::tools::bench_wire(args);
-    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode, engine or wire)\n";
+    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode, engine, step or wire)\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "writeup-bench: " << e.what() << "\n";

@@ -198,3 +198,38 @@ TEST(GPT2Model, WriteupGenerateDumpsTheGoldenLogits) {
   EXPECT_LT((got.narrow(0, info->shape[0] - want.size(0), want.size(0)) - want).abs().max().item<double>(), 1e-4);
   std::filesystem::remove(out);
 }
+
+// The decode attention kernels (AVX2, scalar) compute the documented arithmetic
+// bitwise: 16-lane FMA dot products summed by a fixed tree, exp sums in order, FMA chains for
+// the weighted values.
+TEST(GPT2Model, DecodeAttentionKernelsFollowTheFixedArithmetic) {
+  using writeup::model::PackedLinear;
+  at::manual_seed(11);
+  constexpr std::int64_t D = 64;
+  for (std::int64_t len : {1, 2, 17, 100}) {
+    const auto q = at::randn({D}), k = at::randn({len, D}), v = at::randn({len, D});
+    const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
+    const float scale = 0.125f;
+    std::vector<float> e(static_cast<std::size_t>(len)), want(D, 0.0f);
+    float max = -INFINITY, sum = 0;
+    for (std::int64_t j = 0; j < len; ++j) {
+      float s[16] = {};
+      for (std::int64_t d = 0; d < D; ++d) s[d % 16] = std::fma(qp[d], kp[j * D + d], s[d % 16]);
+      float t[8];
+      for (int l = 0; l < 8; ++l) t[l] = s[l] + s[l + 8];
+      e[j] = (((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]))) * scale;
+      max = std::max(max, e[j]);
+    }
+    for (auto& x : e) sum += (x = std::exp(x - max));
+    for (std::int64_t j = 0; j < len; ++j) {
+      for (std::int64_t d = 0; d < D; ++d) want[d] = std::fma(e[j] / sum, vp[j * D + d], want[d]);
+    }
+    for (auto kernel : {PackedLinear::Kernel::avx512, PackedLinear::Kernel::avx2, PackedLinear::Kernel::generic}) {
+      PackedLinear::force_kernel(kernel);
+      std::vector<float> scores(static_cast<std::size_t>(len)), got(D);
+      writeup::model::attend(qp, kp, vp, len, D, scale, scores.data(), got.data());
+      EXPECT_EQ(got, want) << "len " << len << " kernel " << static_cast<int>(kernel);
+    }
+    PackedLinear::force_kernel(PackedLinear::Kernel::automatic);
+  }
+}

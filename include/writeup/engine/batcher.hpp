@@ -24,7 +24,8 @@ struct BatcherOptions {
   // cache is allocated at load, so admission by free slots keeps memory within the budget.
   std::size_t kv_budget_bytes = 0;
   int min_slots = 1;               // fewest slots that serve every allowed request (its max n)
-  int prefill_chunk = 128;         // prompt tokens prefilled per step, so streams keep flowing
+  int prefill_chunk = 128;         // prompt tokens prefilled per step (over one or more waiting
+                                   // prompts), so running streams keep flowing
   metrics::Counter* tokens_total = nullptr;           // optional
   metrics::Counter* oom_total = nullptr;              // optional
   metrics::Histogram* first_token_seconds = nullptr;  // optional
@@ -35,8 +36,8 @@ struct BatcherOptions {
 };
 
 // Continuous batching over a fixed set of KV-cache slots: every step decodes one token for
-// every running sequence of every admitted job, plus at most one prefill chunk of a waiting
-// prompt, in one forward pass; finished, cancelled and timed-out sequences leave at once and
+// every running sequence of every admitted job, plus prefill chunks of waiting prompts up to
+// `prefill_chunk` tokens in all, in one forward pass; finished, cancelled and timed-out sequences leave at once and
 // their slots serve the next job. With the model's batch-invariant kernels a sequence's
 // tokens do not depend on what else shares the batch. Runs on one thread (the worker's).
 class Batcher {

@@ -1,6 +1,8 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+
 #include "writeup/model/gpt2_config.hpp"
 
 namespace writeup::model {
@@ -27,5 +29,14 @@ class KVCache {
   at::Tensor k_;  // [L, S, H, T, D]
   at::Tensor v_;  // [L, S, H, T, D]
 };
+
+// Attention of one query over positions [0, len) of one head: out[D] = softmax(q . K^T * scale) . V
+// with keys, values [len, D] row-major and `scores` [len] scratch. The arithmetic is fixed,
+// whatever kernel runs it (AVX2 or scalar; PackedLinear::force_kernel(generic) forces scalar, for tests):
+// each dot product as 16 lanes (lane l: an FMA chain over d = l, l+16, ...) summed by the tree
+// ((l, l+8), then (l, l+4), (l, l+2), (0, 1)); exp(score - max) summed in position order; each
+// out[d] an FMA chain over positions of (e_j / sum) * v[j][d].
+void attend(const float* q, const float* keys, const float* values, std::int64_t len, std::int64_t D, float scale,
+            float* scores, float* out);
 
 }  // namespace writeup::model

@@ -14,6 +14,11 @@ namespace writeup::model {
 class PackedLinear {
  public:
   static constexpr std::int64_t kTile = 16;
+  // Which kernel runs: the widest the CPU has (automatic), or, for tests, a narrower one
+  // (falling back to generic when the CPU lacks it). Every kernel gives bitwise the same y.
+  enum class Kernel { automatic, avx512, avx2, generic };
+  static void force_kernel(Kernel kernel);
+  static bool allows(Kernel kernel);  // not excluded by force_kernel (the CPU may still lack it)
 
   PackedLinear() = default;
   // `weight` [K, N] (HF Conv1D layout) or, with `transposed`, [N, K] (e.g. wte for the LM head);
@@ -26,6 +31,8 @@ class PackedLinear {
   std::size_t bytes() const;
 
   at::Tensor forward(const at::Tensor& x) const;  // x [M, K] float32 -> [M, N]
+  // The same into caller-owned memory: x [M, K] row-major, y [M, N] row-major.
+  void forward(const float* x, std::int64_t M, float* y) const;
 
  private:
   std::int64_t k_ = 0, n_ = 0, tiles_ = 0;
