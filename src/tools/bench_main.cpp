@@ -188,15 +188,25 @@ int bench_engine(const writeup::tools::CliArgs& args) {
     }
   }
   const int tokens = args.get_int("tokens", 64), runs = args.get_int("runs", 3);
+  const int n = args.get_int("n", 1);  // sequences per request
   engine::WorkerOptions o;
   o.model_name = "bench";
   o.path = dir;
   o.load = load_options(args);
-  o.batch.slots = *std::max_element(levels.begin(), levels.end());
+  o.batch.slots = *std::max_element(levels.begin(), levels.end()) * n;
+  o.batch.min_slots = n;
   o.max_queue = 1024;
   engine::Worker worker(std::move(o), tok);
-  while (!worker.loaded()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  const auto prompt = tok->encode("The history of the written word begins with");
+  while (!worker.load_ended()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (!worker.loaded()) throw std::runtime_error("the model did not load: " + worker.load_error());
+  // --prompt-tokens N: a prompt of exactly N tokens (time to first token by prompt length).
+  std::vector<int> prompt = tok->encode("The history of the written word begins with");
+  if (args.has("prompt-tokens")) {
+    const auto want = static_cast<std::size_t>(args.get_int("prompt-tokens", 32));
+    const auto base = prompt;
+    prompt.clear();
+    while (prompt.size() < want) prompt.push_back(base[prompt.size() % base.size()]);
+  }
   std::printf("%-12s %14s %12s %12s\n", "concurrency", "tokens/s", "ttft_p50_ms", "ttft_p99_ms");
   for (int c : levels) {
     std::vector<double> rates, ttft;
@@ -209,6 +219,7 @@ int bench_engine(const writeup::tools::CliArgs& args) {
       std::function<void(int)> launch = [&](int client) {
         auto job = std::make_shared<engine::Job>();
         job->request.prompt = prompt;
+        job->request.n = n;
         job->request.params.max_tokens = tokens;
         job->request.params.seed = static_cast<std::uint64_t>(client * 1000 + r);
         const auto start = Clock::now();
@@ -222,7 +233,7 @@ int bench_engine(const writeup::tools::CliArgs& args) {
         };
         job->callbacks.on_done = [&](std::vector<generate::GeneratedSequence> res) {
           std::lock_guard l(m);
-          generated += static_cast<long>(res[0].tokens.size());
+          for (const auto& seq : res) generated += static_cast<long>(seq.tokens.size());
           --outstanding;
           cv.notify_all();
         };
@@ -246,9 +257,10 @@ int bench_engine(const writeup::tools::CliArgs& args) {
       rates.push_back(static_cast<double>(generated) / seconds_since(t0));
     }
     std::printf("%-12d %14.2f %12.1f %12.1f\n", c, median(rates), percentile(ttft, 0.5), percentile(ttft, 0.99));
-    std::printf("{\"bench\":\"engine\",\"model\":\"%s\",\"concurrency\":%d,\"tokens_per_request\":%d,"
-                "\"tokens_per_s\":%.2f,\"ttft_p50_ms\":%.1f,\"ttft_p99_ms\":%.1f}\n",
-                dir.c_str(), c, tokens, median(rates), percentile(ttft, 0.5), percentile(ttft, 0.99));
+    std::printf("{\"bench\":\"engine\",\"model\":\"%s\",\"concurrency\":%d,\"sequences_per_request\":%d,"
+                "\"prompt_tokens\":%zu,\"tokens_per_request\":%d,\"tokens_per_s\":%.2f,\"ttft_p50_ms\":%.1f,"
+                "\"ttft_p99_ms\":%.1f}\n",
+                dir.c_str(), c, n, prompt.size(), tokens, median(rates), percentile(ttft, 0.5), percentile(ttft, 0.99));
     std::fflush(stdout);
   }
   return 0;
@@ -339,7 +351,7 @@ int main(int argc, char** argv) {
   }
   const std::string mode = argv[1];
   try {
-    writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions",
+    writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions", "prompt-tokens",
                                                            "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel"},
                                  {});
     // --kernel avx2|generic: the packed kernels an older CPU would run (for before/after ratios)
