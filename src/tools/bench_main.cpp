@@ -23,6 +23,7 @@
 
 #include "bench_wire.hpp"
 #include "cli_args.hpp"
+#include "stats.hpp"
 #include "writeup/engine/worker.hpp"
 #include "writeup/generate/generation.hpp"
 #include "writeup/generate/sampler.hpp"
@@ -45,10 +46,8 @@ writeup::model::LoadOptions load_options(const writeup::tools::CliArgs& args) {
   return o;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
+using writeup::tools::median;
+using writeup::tools::percentile;
 
 // Sequential read bandwidth with every intra-op thread reading its share of a buffer much
 // larger than the caches (GB/s): what a decode step that streams the weights can get.
@@ -164,11 +163,6 @@ int bench_decode(const writeup::tools::CliArgs& args) {
               dir.c_str(), req.n, req.params.max_tokens, tps, 1e3 * req.n / tps, median(steps), bytes, bw,
               floor_ms, median(steps) / floor_ms);
   return 0;
-}
-
-double percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
 }
 
 // The real engine (continuous batching) under C concurrent single-sequence requests: each

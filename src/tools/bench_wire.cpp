@@ -3,6 +3,7 @@
 // completed_response arrived). Reports completed requests/s, generated tokens/s, the latency
 // between consecutive frames of a request (the first measured from the send), and errors.
 #include "bench_wire.hpp"
+#include "stats.hpp"
 
 #include <utility>  // boost 1.74 awaitable.hpp uses std::exchange without it
 
@@ -48,14 +49,6 @@ struct WireStats {
   std::vector<double> gaps_ms;   // frame-to-frame latency within a request
   std::string first_error;       // for the report
 };
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
-}
-
-double median(std::vector<double> v) { return percentile(std::move(v), 0.5); }
 
 std::string request_json(const WireOptions& o, int session, int request, int run) {
   nlohmann::json j = {{"message_type", "new_request"},
