@@ -1,14 +1,23 @@
 #include "writeup/server/server_context.hpp"
 
+#include <algorithm>
+
 namespace writeup::server {
 
 ServerContext::ServerContext(ServerConfig cfg)
-    : config(std::move(cfg)), models(config, metrics), service(config, models, metrics) {
+    : config(std::move(cfg)),
+      models(config, metrics),
+      service(config, models, metrics),
+      cpu_pool_(static_cast<std::size_t>(std::max(1, config.server.io_threads))) {
   metrics.gauge_callback("writeup_connections", "Open client connections", {},
                          [this] { return static_cast<double>(connections.load()); });
   metrics.gauge_callback("writeup_ready", "1 when every model is loaded and healthy", {},
                          [this] { return models.ready() ? 1.0 : 0.0; });
 }
+
+int ServerContext::offload_limit() const { return std::max(1, config.limits.max_queue); }
+
+void ServerContext::stop_cpu_pool() { cpu_pool_.join(); }
 
 void ServerContext::count_request(const std::string& route, int status) {
   metrics.counter("writeup_requests_total", "Requests by route and status",

@@ -1,10 +1,15 @@
 #pragma once
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "writeup/metrics/registry.hpp"
 #include "writeup/server/config.hpp"
@@ -32,7 +37,41 @@ struct ServerContext {
   void remove_closer(std::uint64_t id);
   void close_all();  // calls every registered closer (each posts to its own strand)
 
+  // Per-request CPU work that must not run on an I/O thread (tokenizing a prompt, building a
+  // request): runs `work()` on the CPU pool, then `done(result, error)` on `executor` (a
+  // connection's strand) with either the result or the exception it threw. At most
+  // `limits.max_queue` such tasks wait at once: beyond that it returns false at once and runs
+  // nothing (the caller answers 429). `done` must not throw.
+  template <class Executor, class Work, class Done>
+  bool offload(const Executor& executor, Work work, Done done) {
+    if (pending_offloads_.fetch_add(1) >= offload_limit()) {
+      --pending_offloads_;
+      return false;
+    }
+    boost::asio::post(cpu_pool_, [this, executor, work = std::move(work), done = std::move(done)]() mutable {
+      using Result = decltype(work());
+      std::optional<Result> result;
+      std::exception_ptr error;
+      try {
+        result.emplace(work());
+      } catch (...) {
+        error = std::current_exception();
+      }
+      --pending_offloads_;
+      boost::asio::post(executor, [done = std::move(done), result = std::move(result), error]() mutable {
+        done(std::move(result), error);
+      });
+    });
+    return true;
+  }
+  // Joins the CPU pool (pending tasks still run; their completions go to their executors).
+  void stop_cpu_pool();
+
  private:
+  int offload_limit() const;
+  boost::asio::thread_pool cpu_pool_;
+  std::atomic<int> pending_offloads_{0};
+
   std::mutex closers_mutex_;
   std::map<std::uint64_t, std::function<void()>> closers_;
   std::uint64_t next_closer_ = 0;
