@@ -12,7 +12,10 @@
 #include <random>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
+#include "writeup/cache/cache_envelope.hpp"
+#include "writeup/cache/circuit_breaker.hpp"
 #include "writeup/cache/memory_cache.hpp"
 #include "writeup/cache/redis_client.hpp"
 #include "writeup/metrics/registry.hpp"
@@ -25,65 +28,73 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// A Redis value is "writeup_cache:1\n<key>\n<body length>\n<body>": binary-safe, and a value
-// that is not ours (foreign, truncated, or written under another key) is recognised.
-constexpr std::string_view kEnvelopeMagic = "writeup_cache:1\n";
-
-std::string wrap(const std::string& key, const std::string& body) {
-  std::string out(kEnvelopeMagic);
-  out += key;
-  out += '\n';
-  out += std::to_string(body.size());
-  out += '\n';
-  out += body;
-  return out;
-}
-
-std::optional<std::string> unwrap(const std::string& key, std::string_view v) {
-  if (v.substr(0, kEnvelopeMagic.size()) != kEnvelopeMagic) return std::nullopt;
-  v.remove_prefix(kEnvelopeMagic.size());
-  if (v.substr(0, key.size()) != key || v.size() <= key.size() || v[key.size()] != '\n') {
-    return std::nullopt;
-  }
-  v.remove_prefix(key.size() + 1);
-  const auto eol = v.find('\n');
-  if (eol == std::string_view::npos || eol == 0 || eol > 19) return std::nullopt;
-  std::size_t length = 0;
-  for (char c : v.substr(0, eol)) {
-    if (c < '0' || c > '9') return std::nullopt;
-    length = length * 10 + static_cast<std::size_t>(c - '0');
-  }
-  v.remove_prefix(eol + 1);
-  if (v.size() != length) return std::nullopt;
-  return std::string(v);
-}
-
 std::string lock_key(const std::string& key) { return key + ":lock"; }
+
+void call(const std::function<void(Claim)>& done, Claim claim) {
+  try {
+    done(std::move(claim));
+  } catch (const std::exception& e) {
+    log::error(std::string("cache: a claim callback threw: ") + e.what());
+  } catch (...) {
+    log::error("cache: a claim callback threw a non-exception");
+  }
+}
+
+// One accepted claim's callback: answered at most once, counted as pending until then.
+class Answer {
+ public:
+  Answer(std::function<void(Claim)> done, std::atomic<std::size_t>& pending)
+      : done_(std::move(done)), pending_(pending) {}
+  Answer(const Answer&) = delete;
+  Answer& operator=(const Answer&) = delete;
+  bool answered() const { return answered_; }
+  void operator()(Claim claim) {
+    if (answered_) return;
+    answered_ = true;
+    --pending_;
+    call(done_, std::move(claim));
+  }
+
+ private:
+  std::function<void(Claim)> done_;
+  std::atomic<std::size_t>& pending_;
+  bool answered_ = false;
+};
+using AnswerPtr = std::shared_ptr<Answer>;
+
+Claim generate(const char* backend, std::string token = {}) {
+  return Claim{Claim::generate, {}, backend, std::move(token), false};
+}
 
 }  // namespace
 
 struct Cache::Impl {
   // A claim that waits for another instance's generation.
   struct Waiter {
-    Waiter(asio::io_context& io, std::string k, Clock::time_point d, std::function<void(Claim)> f)
-        : key(std::move(k)), deadline(d), done(std::move(f)), timer(io) {}
+    Waiter(asio::io_context& io, std::string k, Clock::time_point d, AnswerPtr a)
+        : key(std::move(k)), deadline(d), answer(std::move(a)), timer(io) {}
     std::string key;
     Clock::time_point deadline;
-    std::function<void(Claim)> done;
+    AnswerPtr answer;
     asio::steady_timer timer;
-    bool finished = false;
   };
 
   CacheOptions options;
   asio::io_context io;  // before everything holding timers or handlers, destroyed after them
   MemoryCache memory;
   std::unique_ptr<RedisClient> redis;  // null without redis_url; used on the worker only
+  CircuitBreaker breaker;              // worker only; `up` mirrors closed() for other threads
   std::atomic<bool> up{false};
   std::atomic<bool> stopping{false};
+  std::atomic<std::size_t> pending{0};     // accepted claims not yet answered
+  std::atomic<std::size_t> held_count{0};  // held.size(), for other threads
   bool outage_logged = false;
-  bool reconnect_pending = false;
+  bool probe_pending = false;
+  bool renew_armed = false;
   std::map<std::uint64_t, std::shared_ptr<Waiter>> waiters;
   std::uint64_t next_waiter = 0;
+  // Locks this instance took and renews: (key, token) -> renew until.
+  std::map<std::pair<std::string, std::string>, Clock::time_point> held;
   std::mt19937_64 rng{std::random_device{}()};
 
   metrics::Counter* hits_memory = nullptr;
@@ -97,17 +108,21 @@ struct Cache::Impl {
   metrics::Gauge* redis_up = nullptr;
 
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-  asio::steady_timer reconnect_timer{io};
+  asio::steady_timer probe_timer{io};
+  asio::steady_timer renew_timer{io};
   std::thread thread;  // last: started once everything above exists
 
   Impl(CacheOptions o, metrics::Registry* registry)
-      : options(std::move(o)), memory(options.memory_entries, options.memory_bytes) {
+      : options(std::move(o)),
+        memory(options.memory_entries, options.memory_bytes),
+        breaker({options.breaker_failures, options.reconnect_initial, options.reconnect_max}) {
+    options.max_claims = std::max<std::size_t>(options.max_claims, 1);
     if (!options.redis_url.empty()) {
       RedisClientOptions ro;
       ro.connect_timeout = options.connect_timeout;
       ro.command_timeout = options.command_timeout;
-      ro.backoff_initial = options.reconnect_initial;
-      ro.backoff_max = options.reconnect_max;
+      ro.backoff_initial = milliseconds(0);  // the breaker paces reconnection, not the client
+      ro.backoff_max = milliseconds(0);
       redis = std::make_unique<RedisClient>(RedisUrl::parse(options.redis_url), ro);
     }
     if (registry != nullptr) {
@@ -128,7 +143,8 @@ struct Cache::Impl {
       redis_up = &registry->gauge(kRedisUpMetric, kRedisUpHelp);
       redis_up->set(0);
     }
-    if (redis) asio::post(io, [this] { initial_connect(); });
+    // The breaker starts open: the first probe runs before any operation posted after this.
+    if (redis) asio::post(io, [this] { probe(); });
     thread = std::thread([this] { run(); });
   }
 
@@ -139,6 +155,8 @@ struct Cache::Impl {
         return;
       } catch (const std::exception& e) {
         log::error(std::string("cache: worker: ") + e.what());
+      } catch (...) {
+        log::error("cache: worker: a non-exception was thrown");
       }
     }
   }
@@ -147,18 +165,20 @@ struct Cache::Impl {
     if (c != nullptr) c->inc();
   }
 
-  static void finish(const std::function<void(Claim)>& done, Claim claim) {
+  // Runs one request's operation on the worker: the test fault first, then `op`. What either
+  // raises is logged and stays with this request.
+  template <class Op>
+  bool guarded(const char* what, const std::string& key, Op&& op) {
     try {
-      done(std::move(claim));
+      if (options.fault_injection) options.fault_injection(key);
+      op();
+      return true;
     } catch (const std::exception& e) {
-      log::error(std::string("cache: a claim callback threw: ") + e.what());
+      log::error(std::string("cache: ") + what + " " + key + " failed: " + e.what());
     } catch (...) {
-      log::error("cache: a claim callback threw a non-exception");
+      log::error(std::string("cache: ") + what + " " + key + " failed: a non-exception");
     }
-  }
-
-  static Claim generate(const char* backend, std::string token = {}) {
-    return Claim{Claim::generate, {}, backend, std::move(token), false};
+    return false;
   }
 
   std::string new_token() {
@@ -168,67 +188,83 @@ struct Cache::Impl {
     return buf;
   }
 
-  // --- connection state ---
+  // --- Redis health: the circuit breaker and its probe ---
+
+  // Whether operations use Redis: only while the breaker is closed. Operations never probe;
+  // while Redis is down they cost nothing but a memory lookup.
+  bool redis_usable() const { return redis && !stopping && breaker.closed(); }
 
   void mark_up() {
     if (up.exchange(true)) return;
     if (redis_up != nullptr) redis_up->set(1);
-    log::info("cache: redis " + redis->url().redacted() + " connected");
+    log::info("cache: redis " + redis->url().redacted() + " up");
     outage_logged = false;
   }
 
-  // Counts a Redis failure; on losing the connection logs once and schedules reconnection.
+  // Counts a failed Redis call; opens the breaker after breaker_failures in a row (a refused
+  // or timed-out connection at once).
   void on_error(const CacheError& e) {
-    inc(e.kind() == CacheError::Kind::connect ? errors_connect : errors_command);
-    if (redis->connected()) {  // an error reply: the connection is fine
-      log::warn(std::string("cache: ") + e.what());
+    const bool connect = e.kind() == CacheError::Kind::connect;
+    inc(connect ? errors_connect : errors_command);
+    const bool opened = connect ? breaker.trip() : breaker.failed();
+    if (!opened) {
+      log::warn(std::string("cache: ") + e.what() + " (" +
+                std::to_string(breaker.consecutive_failures()) + " failed in a row)");
       return;
     }
     up = false;
     if (redis_up != nullptr) redis_up->set(0);
+    redis->disconnect();
     if (!outage_logged) {
       outage_logged = true;
       log::warn(std::string("cache: ") + e.what() +
-                "; serving from memory and reconnecting with backoff");
-    } else {
-      log::debug(std::string("cache: ") + e.what());
+                "; redis marked down, serving from memory and probing in the background");
     }
-    schedule_reconnect();
+    schedule_probe();
   }
 
-  void initial_connect() {
-    try {
-      redis->connect();
-      mark_up();
-    } catch (const CacheError& e) {
-      on_error(e);
-    }
-  }
-
-  void schedule_reconnect() {
-    if (reconnect_pending || stopping) return;
-    reconnect_pending = true;
-    reconnect_timer.expires_at(redis->next_attempt());
-    reconnect_timer.async_wait([this](const boost::system::error_code& ec) {
-      reconnect_pending = false;
-      if (ec || stopping || redis->connected()) return;
-      if (!redis->ready()) return schedule_reconnect();
-      initial_connect();
+  void schedule_probe() {
+    if (probe_pending || stopping || breaker.closed()) return;
+    probe_pending = true;
+    probe_timer.expires_at(breaker.next_probe());
+    probe_timer.async_wait([this](const boost::system::error_code& ec) {
+      probe_pending = false;
+      if (ec || stopping || breaker.closed()) return;
+      probe();
     });
   }
 
-  // Whether operations use Redis: only while connected. Operations never connect themselves;
-  // the reconnect timer does, once per backoff period, so that a dead Redis costs claims
-  // nothing (though a connection attempt to an unreachable host holds the worker for up to
-  // connect_timeout).
-  bool redis_usable() const { return redis && !stopping && redis->connected(); }
+  void probe() {
+    std::string why;
+    try {
+      if (redis->probe(options.probe_timeout)) {
+        breaker.probe_succeeded();
+        return mark_up();
+      }
+      why = "PING did not answer PONG";
+    } catch (const CacheError& e) {
+      inc(e.kind() == CacheError::Kind::connect ? errors_connect : errors_command);
+      why = e.what();
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    redis->disconnect();
+    breaker.probe_failed();
+    if (!outage_logged) {
+      outage_logged = true;
+      log::warn("cache: " + why + "; serving from memory and probing in the background");
+    } else {
+      log::debug("cache: probe: " + why);
+    }
+    schedule_probe();
+  }
 
   // GET + envelope check: the body, or nullopt on a miss or a corrupt value (counted, logged).
   std::optional<std::string> redis_lookup(const std::string& key) {
     std::optional<std::string> raw = redis->get(key);
-    mark_up();
+    breaker.succeeded();
     if (!raw) return std::nullopt;
-    std::optional<std::string> body = unwrap(key, *raw);
+    std::optional<std::string> body = unwrap_value(key, *raw);
     if (!body) {
       inc(errors_corrupt);
       log::warn("cache: ignoring a corrupt or foreign value (" + std::to_string(raw->size()) +
@@ -237,65 +273,130 @@ struct Cache::Impl {
     return body;
   }
 
+  // --- held locks: renewed every lock_ttl/3 until stored, released or lock_max_hold ---
+
+  void hold(const std::string& key, const std::string& token) {
+    held[{key, token}] = Clock::now() + options.lock_max_hold;
+    held_count = held.size();
+    arm_renewal();
+  }
+
+  void unhold(const std::string& key, const std::string& token) {
+    if (token.empty()) return;
+    held.erase({key, token});
+    held_count = held.size();
+  }
+
+  void arm_renewal() {
+    if (renew_armed || held.empty() || stopping) return;
+    renew_armed = true;
+    renew_timer.expires_after(std::max(options.lock_ttl / 3, milliseconds(1)));
+    renew_timer.async_wait([this](const boost::system::error_code& ec) {
+      renew_armed = false;
+      if (ec || stopping) return;
+      guarded("renewing locks", "", [this] { renew_all(); });
+      arm_renewal();
+    });
+  }
+
+  void renew_all() {
+    const auto now = Clock::now();
+    for (auto it = held.begin(); it != held.end();) {
+      const std::string& key = it->first.first;
+      if (now >= it->second) {
+        log::warn("cache: stopped renewing the lock on " + key + " (held past lock_max_hold)");
+        it = held.erase(it);
+        continue;
+      }
+      if (redis_usable()) {
+        try {
+          const bool renewed =
+              redis->compare_and_pexpire(lock_key(key), it->first.second, options.lock_ttl);
+          breaker.succeeded();
+          if (!renewed) {
+            log::warn("cache: lost the lock on " + key + " (expired or taken over)");
+            it = held.erase(it);
+            continue;
+          }
+        } catch (const CacheError& e) {
+          on_error(e);
+        }
+      }
+      ++it;
+    }
+    held_count = held.size();
+  }
+
   // --- operations (worker thread) ---
 
-  void do_claim(const std::string& key, milliseconds max_wait, std::function<void(Claim)> done) {
-    if (stopping) return finish(done, generate("memory"));
+  void do_claim(const std::string& key, milliseconds max_wait, const AnswerPtr& answer) {
+    if (stopping) return (*answer)(generate("memory"));
     if (std::optional<std::string> v = memory.get(key)) {
       inc(hits_memory);
-      return finish(done, Claim{Claim::hit, std::move(*v), "memory", {}, false});
+      return (*answer)(Claim{Claim::hit, std::move(*v), "memory", {}, false});
     }
     if (!redis_usable()) {
       inc(misses_memory);
-      return finish(done, generate("memory"));
+      return (*answer)(generate("memory"));
     }
     try {
-      if (std::optional<std::string> v = redis_lookup(key)) return redis_hit(key, *v, false, done);
+      if (std::optional<std::string> v = redis_lookup(key)) {
+        return redis_hit(key, *v, false, *answer);
+      }
       std::string token = new_token();
-      if (redis->set_nx(lock_key(key), token, options.lock_ttl)) {
+      const bool took = redis->set_nx(lock_key(key), token, options.lock_ttl);
+      breaker.succeeded();
+      if (took) {
+        hold(key, token);
         inc(misses_redis);
-        return finish(done, generate("redis", std::move(token)));
+        return (*answer)(generate("redis", std::move(token)));
       }
     } catch (const CacheError& e) {
       on_error(e);
       inc(misses_memory);
-      return finish(done, generate("memory"));
+      return (*answer)(generate("memory"));
     }
-    auto w = std::make_shared<Waiter>(io, key, Clock::now() + max_wait, std::move(done));
+    auto w = std::make_shared<Waiter>(io, key, Clock::now() + max_wait, answer);
     const std::uint64_t id = next_waiter++;
     waiters.emplace(id, w);
     if (max_wait <= milliseconds::zero()) return poll(id, w);  // takes the lock over at once
     arm(id, w);
   }
 
-  void redis_hit(const std::string& key, std::string value, bool joined,
-                 const std::function<void(Claim)>& done) {
+  void redis_hit(const std::string& key, std::string value, bool joined, Answer& answer) {
     inc(hits_redis);
     if (joined) inc(joins_remote);
     memory.put(key, value, options.ttl);
-    finish(done, Claim{Claim::hit, std::move(value), "redis", {}, joined});
+    answer(Claim{Claim::hit, std::move(value), "redis", {}, joined});
   }
 
   // One look for the lock holder's result; answers, or re-arms the waiter's timer.
   void poll(std::uint64_t id, const std::shared_ptr<Waiter>& w) {
-    if (w->finished) return;
-    auto answer = [&](auto&& fn) {
-      w->finished = true;
+    if (w->answer->answered()) {
       waiters.erase(id);
-      fn();
-    };
-    if (stopping) return answer([&] { finish(w->done, generate("memory")); });
+      return;
+    }
+    const bool ok = guarded("claim", w->key, [&] { poll_once(id, w); });
+    if (!ok || w->answer->answered()) {
+      waiters.erase(id);
+      (*w->answer)(generate("memory"));  // no-op when answered
+    }
+  }
+
+  void poll_once(std::uint64_t id, const std::shared_ptr<Waiter>& w) {
+    Answer& answer = *w->answer;
+    if (stopping) return answer(generate("memory"));
     if (std::optional<std::string> v = memory.get(w->key)) {
       inc(hits_memory);
-      return answer([&] { finish(w->done, Claim{Claim::hit, std::move(*v), "memory", {}, true}); });
+      return answer(Claim{Claim::hit, std::move(*v), "memory", {}, true});
     }
     if (!redis_usable()) {  // lost meanwhile: generate without a lock
       inc(misses_memory);
-      return answer([&] { finish(w->done, generate("memory")); });
+      return answer(generate("memory"));
     }
     try {
       if (std::optional<std::string> v = redis_lookup(w->key)) {
-        return answer([&] { redis_hit(w->key, *v, true, w->done); });
+        return redis_hit(w->key, *v, true, answer);
       }
       const std::string lock = lock_key(w->key);
       std::string token = new_token();
@@ -304,20 +405,22 @@ struct Cache::Impl {
         // The holder may have stored and released between the GET and the SET.
         if (std::optional<std::string> v = redis_lookup(w->key)) {
           redis->compare_and_delete(lock, token);
-          return answer([&] { redis_hit(w->key, *v, true, w->done); });
+          return redis_hit(w->key, *v, true, answer);
         }
       } else if (Clock::now() >= w->deadline) {
         redis->set(lock, token, options.lock_ttl);  // waited long enough: take it over
         took = true;
       }
+      breaker.succeeded();
       if (took) {
+        hold(w->key, token);
         inc(misses_redis);
-        return answer([&] { finish(w->done, generate("redis", std::move(token))); });
+        return answer(generate("redis", std::move(token)));
       }
     } catch (const CacheError& e) {
       on_error(e);
       inc(misses_memory);
-      return answer([&] { finish(w->done, generate("memory")); });
+      return answer(generate("memory"));
     }
     arm(id, w);
   }
@@ -331,11 +434,12 @@ struct Cache::Impl {
   }
 
   void do_store(const std::string& key, const std::string& value, const std::string& token) {
+    unhold(key, token);
     memory.put(key, value, options.ttl);
     if (!redis_usable()) return;
     try {
-      redis->set(key, wrap(key, value), options.ttl);
-      mark_up();
+      redis->set(key, wrap_value(key, value), options.ttl);
+      breaker.succeeded();
       if (!token.empty()) redis->compare_and_delete(lock_key(key), token);
     } catch (const CacheError& e) {
       on_error(e);
@@ -343,24 +447,26 @@ struct Cache::Impl {
   }
 
   void do_release(const std::string& key, const std::string& token) {
+    unhold(key, token);
     if (token.empty() || !redis_usable()) return;
     try {
       redis->compare_and_delete(lock_key(key), token);
-      mark_up();
+      breaker.succeeded();
     } catch (const CacheError& e) {
       on_error(e);
     }
   }
 
   void shutdown() {
-    reconnect_timer.cancel();
-    auto pending = std::move(waiters);
+    probe_timer.cancel();
+    renew_timer.cancel();
+    held.clear();
+    held_count = 0;
+    auto left = std::move(waiters);
     waiters.clear();
-    for (auto& [id, w] : pending) {
+    for (auto& [id, w] : left) {
       w->timer.cancel();
-      if (w->finished) continue;
-      w->finished = true;
-      finish(w->done, generate("memory"));
+      (*w->answer)(generate("memory"));  // no-op when answered
     }
   }
 };
@@ -375,24 +481,43 @@ Cache::~Cache() {
   impl_->thread.join();
 }
 
-void Cache::claim(std::string key, milliseconds max_wait, std::function<void(Claim)> done) {
-  asio::post(impl_->io, [impl = impl_.get(), key = std::move(key), max_wait,
-                         done = std::move(done)]() mutable {
-    impl->do_claim(key, max_wait, std::move(done));
+bool Cache::claim(std::string key, milliseconds max_wait, std::function<void(Claim)> done) {
+  Impl& impl = *impl_;
+  if (!impl.stopping) {  // a memory hit never waits behind the worker's Redis calls
+    if (std::optional<std::string> v = impl.memory.get(key)) {
+      Impl::inc(impl.hits_memory);
+      call(done, Claim{Claim::hit, std::move(*v), "memory", {}, false});
+      return true;
+    }
+  }
+  if (impl.pending.fetch_add(1) >= impl.options.max_claims) {
+    --impl.pending;
+    return false;
+  }
+  auto answer = std::make_shared<Answer>(std::move(done), impl.pending);
+  asio::post(impl.io, [impl = &impl, key = std::move(key), max_wait, answer] {
+    if (!impl->guarded("claim", key, [&] { impl->do_claim(key, max_wait, answer); })) {
+      (*answer)(generate("memory"));  // what it raised: a plain miss (no-op when answered)
+    }
   });
+  return true;
 }
 
 void Cache::store(std::string key, std::string value, std::string lock_token) {
   asio::post(impl_->io, [impl = impl_.get(), key = std::move(key), value = std::move(value),
-                         token = std::move(lock_token)] { impl->do_store(key, value, token); });
+                         token = std::move(lock_token)] {
+    impl->guarded("store", key, [&] { impl->do_store(key, value, token); });
+  });
 }
 
 void Cache::release(std::string key, std::string lock_token) {
   asio::post(impl_->io, [impl = impl_.get(), key = std::move(key), token = std::move(lock_token)] {
-    impl->do_release(key, token);
+    impl->guarded("release", key, [&] { impl->do_release(key, token); });
   });
 }
 
+std::size_t Cache::pending_claims() const { return impl_->pending; }
+std::size_t Cache::held_locks() const { return impl_->held_count; }
 bool Cache::redis_configured() const { return impl_->redis != nullptr; }
 bool Cache::redis_connected() const { return impl_->up; }
 const CacheOptions& Cache::options() const { return impl_->options; }

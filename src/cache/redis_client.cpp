@@ -19,6 +19,12 @@ constexpr std::string_view kCompareAndDelete =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
     "else return 0 end";
 
+// Sets a new time to live on a lock only if it still holds the caller's token: a holder renews
+// its own lock, never one that expired and was taken by another instance.
+constexpr std::string_view kCompareAndPexpire =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) "
+    "else return 0 end";
+
 timeval to_timeval(std::chrono::milliseconds ms) {
   const long long total = std::max<long long>(ms.count(), 1);
   timeval tv{};
@@ -227,13 +233,16 @@ void RedisClient::connect() {
                                                     ": not connected (next attempt in " +
                                                     std::to_string(left.count()) + " ms)");
   }
-  context_ =
-      redisConnectWithTimeout(url_.host.c_str(), url_.port, to_timeval(options_.connect_timeout));
+  open(options_.connect_timeout);
+}
+
+void RedisClient::open(std::chrono::milliseconds timeout) {
+  context_ = redisConnectWithTimeout(url_.host.c_str(), url_.port, to_timeval(timeout));
   if (context_ == nullptr) fail(CacheError::Kind::connect, "cannot allocate a connection");
   if (context_->err != 0) {
     fail(CacheError::Kind::connect, std::string("cannot connect: ") + context_->errstr);
   }
-  redisSetTimeout(context_, to_timeval(options_.connect_timeout));
+  redisSetTimeout(context_, to_timeval(timeout));
   auto setup = [&](std::initializer_list<std::string_view> args, const char* what) {
     ReplyPtr r = exec(context_, args);
     if (!r) fail(CacheError::Kind::connect, std::string(what) + ": " + context_->errstr);
@@ -321,6 +330,28 @@ bool RedisClient::ping() {
   const Reply r = command({"PING"});
   return r.reply->type == REDIS_REPLY_STATUS &&
          std::string_view(r.reply->str, r.reply->len) == "PONG";
+}
+
+bool RedisClient::compare_and_pexpire(std::string_view key, std::string_view expected,
+                                      std::chrono::milliseconds ttl) {
+  const std::string px = std::to_string(std::max<long long>(ttl.count(), 1));
+  const Reply r = command({"EVAL", kCompareAndPexpire, "1", key, expected, px});
+  if (r.reply->type != REDIS_REPLY_INTEGER) throw unexpected(url_, "EVAL", r.reply.get());
+  return r.reply->integer == 1;
+}
+
+bool RedisClient::probe(std::chrono::milliseconds timeout) {
+  if (context_ == nullptr) open(timeout);
+  redisSetTimeout(context_, to_timeval(timeout));
+  ReplyPtr r = exec(context_, {"PING"});
+  if (!r) fail(CacheError::Kind::command, std::string("PING failed: ") + context_->errstr);
+  redisSetTimeout(context_, to_timeval(options_.command_timeout));
+  const bool pong = r->type == REDIS_REPLY_STATUS && std::string_view(r->str, r->len) == "PONG";
+  if (pong) {
+    backoff_ = options_.backoff_initial;
+    next_attempt_ = {};
+  }
+  return pong;
 }
 
 }  // namespace writeup::cache

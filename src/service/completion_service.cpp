@@ -40,6 +40,8 @@ CompletionService::CompletionService(const server::ServerConfig& config, ModelRe
   o.redis_url = config.cache.redis;
   o.ttl = std::chrono::seconds(config.cache.ttl_s);
   o.memory_entries = static_cast<std::size_t>(config.cache.memory_entries);
+  o.max_claims = static_cast<std::size_t>(config.limits.max_queue);  // same bound as the engine queue
+  o.lock_max_hold = std::chrono::milliseconds(static_cast<long>(config.limits.request_timeout_s * 1000)) + o.lock_ttl;
   cache_ = std::make_unique<cache::Cache>(std::move(o), &metrics);
 }
 
@@ -120,7 +122,8 @@ std::shared_ptr<Subscription> CompletionService::start(Prepared p, StreamEvents 
     flights_[key] = flight;
   }
   const auto max_wait = std::chrono::milliseconds(static_cast<long>(config_.limits.request_timeout_s * 1000));
-  cache_->claim(key, max_wait, [this, flight, p = std::move(p), busy](cache::Claim claim) {
+  // A memory hit answers here, before claim() returns; anything else waits for the cache's worker.
+  const bool accepted = cache_->claim(key, max_wait, [this, flight, p = std::move(p), busy](cache::Claim claim) {
     const auto& key = p.cache_key;
     if (flight->abandoned()) {
       if (!claim.lock_token.empty()) cache_->release(key, claim.lock_token);
@@ -140,6 +143,12 @@ std::shared_ptr<Subscription> CompletionService::start(Prepared p, StreamEvents 
       forget(key);
     }
   });
+  if (!accepted) {  // max_queue claims already wait for the cache: nothing was queued
+    flight->leave(id);    // this caller gets the exception instead of the event
+    flight->error(busy);  // anyone who joined the flight meanwhile
+    forget(key);
+    throw busy;
+  }
   return std::make_shared<Subscription>(flight, id);
 }
 

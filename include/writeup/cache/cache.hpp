@@ -1,9 +1,11 @@
 #pragma once
 // The response cache the service uses: an in-memory LRU in front of an optional Redis, plus a
 // cross-instance generation lock in Redis so that identical requests on different instances
-// generate once. Never blocks the caller: one worker thread owns all Redis I/O and runs every
-// callback. Redis down at start or lost mid-run is not an error for callers: the cache then
-// serves from memory, counts errors and reconnects with backoff in the background.
+// generate once. Never blocks the caller: a memory hit is answered on the caller's thread at
+// once; everything else goes to one worker thread that owns all Redis I/O. Redis down at start,
+// lost, or frozen mid-run is not an error for callers: a circuit breaker marks it down after a
+// few failed calls, the cache then serves from memory without touching Redis, counts errors,
+// and a background probe (PING) brings Redis back.
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -26,8 +28,17 @@ struct CacheOptions {
   std::chrono::milliseconds lock_ttl{30000};         // cross-instance generation lock lifetime
   std::chrono::milliseconds poll_interval{25};       // how often a waiting claim looks for the
                                                      // lock holder's result
-  std::chrono::milliseconds reconnect_initial{100};  // first reconnection delay after a failure
+  std::chrono::milliseconds reconnect_initial{100};  // first probe delay after Redis went down
   std::chrono::milliseconds reconnect_max{5000};     // the doubling delay stops growing here
+  int breaker_failures = 3;                          // consecutive failed Redis calls that mark
+                                                     // it down (a refused connection: at once)
+  std::chrono::milliseconds probe_timeout{200};      // connect + PING limit of a probe while down
+  std::size_t max_claims = 1024;                     // claims queued or waiting at once (>= 1)
+  std::chrono::milliseconds lock_max_hold{150000};   // a held lock is renewed (every lock_ttl/3)
+                                                     // until stored/released, at most this long
+  // Tests only: runs on the worker before each claim, store and release with its key; what it
+  // throws must end as that request's miss and leave the worker running.
+  std::function<void(const std::string& key)> fault_injection;
 };
 
 struct Claim {
@@ -74,22 +85,35 @@ class Cache {
   Cache(const Cache&) = delete;
   Cache& operator=(const Cache&) = delete;
 
-  // Looks `key` up (memory first, then Redis; a Redis hit fills memory for `ttl`). On a miss,
-  // takes the cross-instance lock (SET <key>:lock token NX PX lock_ttl) and answers `generate`
-  // with its token. If another instance holds it, polls every poll_interval for that
-  // instance's result until max_wait; takes the lock and answers `generate` if the lock
-  // disappears without a result (the holder released it or died), or takes it over regardless
-  // when max_wait passes (max_wait <= 0: at once). Without Redis (none configured, or down) a
-  // miss is simply `generate` with no token. `done` runs exactly once, on the worker thread;
-  // an exception it throws is logged and dropped.
-  void claim(std::string key, std::chrono::milliseconds max_wait, std::function<void(Claim)> done);
+  // Looks `key` up: memory first, on the caller's thread (a hit calls `done` before claim()
+  // returns, never waiting behind Redis calls); then, on the worker, Redis (a Redis hit fills
+  // memory for `ttl`). On a miss, takes the cross-instance lock (SET <key>:lock token NX PX
+  // lock_ttl), renews it while held (see lock_max_hold) and answers `generate` with its token.
+  // If another instance holds it, polls every poll_interval for that instance's result until
+  // max_wait; takes the lock and answers `generate` if the lock disappears without a result
+  // (the holder released it or died), or takes it over regardless when max_wait passes
+  // (max_wait <= 0: at once). Without Redis (none configured, or down) a miss is simply
+  // `generate` with no token. Returns false, calling nothing, when max_claims claims are
+  // already queued or waiting (the caller answers "queue full"). Otherwise `done` runs exactly
+  // once, on the worker thread (or the caller's, for a memory hit); an exception it throws is
+  // logged and dropped, and what the worker raises while serving the claim answers `generate`.
+  bool claim(std::string key, std::chrono::milliseconds max_wait,
+             std::function<void(Claim)> done);
   // Stores a completed response under `key` (memory, and Redis with the ttl) and releases the
-  // lock `lock_token` (if not empty). Asynchronous; failures are counted and logged.
+  // lock `lock_token` (if not empty; its renewal stops). Asynchronous; failures are counted
+  // and logged.
   void store(std::string key, std::string value, std::string lock_token);
   // Releases the lock without storing (cancelled, failed or out-of-memory generation).
   void release(std::string key, std::string lock_token);
 
+  // Claims accepted and not yet answered (queued for the worker or waiting on another instance).
+  std::size_t pending_claims() const;
+  // Locks this instance holds and renews.
+  std::size_t held_locks() const;
+
   bool redis_configured() const;
+  // True while Redis is up: the circuit breaker is closed (a probe answered, and fewer than
+  // breaker_failures calls failed in a row since).
   bool redis_connected() const;
   const CacheOptions& options() const;
   // Blocks until everything posted before it has run (claims still waiting on another

@@ -87,11 +87,22 @@ class RedisClient {
   bool exists(std::string_view key);
   // PTTL: milliseconds left; -1 when the key has no expiry, -2 when it does not exist.
   long long pttl(std::string_view key);
+  // PEXPIRE key ttl only if it holds exactly `expected` (atomically, by a Lua script): renews a
+  // lock this client still owns. Returns whether it renewed.
+  bool compare_and_pexpire(std::string_view key, std::string_view expected,
+                           std::chrono::milliseconds ttl);
   // PING; true on PONG.
   bool ping();
+  // A health check that ignores the backoff (the caller paces it): connects if needed and
+  // PINGs, the connect, AUTH/SELECT and the PING each limited to `timeout`. True on PONG. A
+  // failure throws CacheError like a command (closing the connection); success resets the
+  // backoff and leaves the connection open with the normal command timeout.
+  bool probe(std::chrono::milliseconds timeout);
 
  private:
   struct Reply;
+  // Connects (TCP, AUTH, SELECT) with `timeout` for each step; throws like connect().
+  void open(std::chrono::milliseconds timeout);
   Reply command(std::initializer_list<std::string_view> args);
   // Closes the connection, starts or doubles the backoff and throws CacheError(kind).
   [[noreturn]] void fail(CacheError::Kind kind, const std::string& what);
