@@ -15,10 +15,11 @@
 #include <utility>
 
 #include "writeup/cache/cache_envelope.hpp"
+#include "writeup/cache/cache_metrics.hpp"
 #include "writeup/cache/circuit_breaker.hpp"
+#include "writeup/cache/lock_keeper.hpp"
 #include "writeup/cache/memory_cache.hpp"
 #include "writeup/cache/redis_client.hpp"
-#include "writeup/metrics/registry.hpp"
 #include "writeup/util/logging.hpp"
 
 namespace writeup::cache {
@@ -86,36 +87,28 @@ struct Cache::Impl {
   CircuitBreaker breaker;              // worker only; `up` mirrors closed() for other threads
   std::atomic<bool> up{false};
   std::atomic<bool> stopping{false};
-  std::atomic<std::size_t> pending{0};     // accepted claims not yet answered
-  std::atomic<std::size_t> held_count{0};  // held.size(), for other threads
+  std::atomic<std::size_t> pending{0};  // accepted claims not yet answered
   bool outage_logged = false;
   bool probe_pending = false;
-  bool renew_armed = false;
   std::map<std::uint64_t, std::shared_ptr<Waiter>> waiters;
   std::uint64_t next_waiter = 0;
-  // Locks this instance took and renews: (key, token) -> renew until.
-  std::map<std::pair<std::string, std::string>, Clock::time_point> held;
   std::mt19937_64 rng{std::random_device{}()};
 
-  metrics::Counter* hits_memory = nullptr;
-  metrics::Counter* hits_redis = nullptr;
-  metrics::Counter* misses_memory = nullptr;
-  metrics::Counter* misses_redis = nullptr;
-  metrics::Counter* errors_connect = nullptr;
-  metrics::Counter* errors_command = nullptr;
-  metrics::Counter* errors_corrupt = nullptr;
-  metrics::Counter* joins_remote = nullptr;
-  metrics::Gauge* redis_up = nullptr;
+  CacheMetrics m;
 
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
   asio::steady_timer probe_timer{io};
-  asio::steady_timer renew_timer{io};
+  LockKeeper locks{io, options.lock_ttl / 3, options.lock_max_hold,
+                   [this](const std::string& key, const std::string& token) {
+                     return renew(key, token);
+                   }};
   std::thread thread;  // last: started once everything above exists
 
   Impl(CacheOptions o, metrics::Registry* registry)
       : options(std::move(o)),
         memory(options.memory_entries, options.memory_bytes),
-        breaker({options.breaker_failures, options.reconnect_initial, options.reconnect_max}) {
+        breaker({options.breaker_failures, options.reconnect_initial, options.reconnect_max}),
+        m(registry) {
     options.max_claims = std::max<std::size_t>(options.max_claims, 1);
     if (!options.redis_url.empty()) {
       RedisClientOptions ro;
@@ -124,24 +117,6 @@ struct Cache::Impl {
       ro.backoff_initial = milliseconds(0);  // the breaker paces reconnection, not the client
       ro.backoff_max = milliseconds(0);
       redis = std::make_unique<RedisClient>(RedisUrl::parse(options.redis_url), ro);
-    }
-    if (registry != nullptr) {
-      auto counter = [&](const char* name, const char* help, metrics::Labels labels) {
-        return &registry->counter(name, help, labels);
-      };
-      hits_memory = counter(kHitsMetric, kHitsHelp, {{"backend", "memory"}});
-      hits_redis = counter(kHitsMetric, kHitsHelp, {{"backend", "redis"}});
-      misses_memory = counter(kMissesMetric, kMissesHelp, {{"backend", "memory"}});
-      misses_redis = counter(kMissesMetric, kMissesHelp, {{"backend", "redis"}});
-      auto error = [&](const char* kind) {
-        return counter(kErrorsMetric, kErrorsHelp, {{"backend", "redis"}, {"kind", kind}});
-      };
-      errors_connect = error("connect");
-      errors_command = error("command");
-      errors_corrupt = error("corrupt");
-      joins_remote = counter(kJoinsMetric, kJoinsHelp, {{"scope", "remote"}});
-      redis_up = &registry->gauge(kRedisUpMetric, kRedisUpHelp);
-      redis_up->set(0);
     }
     // The breaker starts open: the first probe runs before any operation posted after this.
     if (redis) asio::post(io, [this] { probe(); });
@@ -161,9 +136,7 @@ struct Cache::Impl {
     }
   }
 
-  static void inc(metrics::Counter* c) {
-    if (c != nullptr) c->inc();
-  }
+  static void inc(metrics::Counter* c) { CacheMetrics::inc(c); }
 
   // Runs one request's operation on the worker: the test fault first, then `op`. What either
   // raises is logged and stays with this request.
@@ -196,7 +169,7 @@ struct Cache::Impl {
 
   void mark_up() {
     if (up.exchange(true)) return;
-    if (redis_up != nullptr) redis_up->set(1);
+    m.set_redis_up(true);
     log::info("cache: redis " + redis->url().redacted() + " up");
     outage_logged = false;
   }
@@ -205,7 +178,7 @@ struct Cache::Impl {
   // or timed-out connection at once).
   void on_error(const CacheError& e) {
     const bool connect = e.kind() == CacheError::Kind::connect;
-    inc(connect ? errors_connect : errors_command);
+    inc(connect ? m.errors_connect : m.errors_command);
     const bool opened = connect ? breaker.trip() : breaker.failed();
     if (!opened) {
       log::warn(std::string("cache: ") + e.what() + " (" +
@@ -213,7 +186,7 @@ struct Cache::Impl {
       return;
     }
     up = false;
-    if (redis_up != nullptr) redis_up->set(0);
+    m.set_redis_up(false);
     redis->disconnect();
     if (!outage_logged) {
       outage_logged = true;
@@ -243,7 +216,7 @@ struct Cache::Impl {
       }
       why = "PING did not answer PONG";
     } catch (const CacheError& e) {
-      inc(e.kind() == CacheError::Kind::connect ? errors_connect : errors_command);
+      inc(e.kind() == CacheError::Kind::connect ? m.errors_connect : m.errors_command);
       why = e.what();
     } catch (const std::exception& e) {
       why = e.what();
@@ -266,65 +239,24 @@ struct Cache::Impl {
     if (!raw) return std::nullopt;
     std::optional<std::string> body = unwrap_value(key, *raw);
     if (!body) {
-      inc(errors_corrupt);
+      inc(m.errors_corrupt);
       log::warn("cache: ignoring a corrupt or foreign value (" + std::to_string(raw->size()) +
                 " bytes) under " + key + "; the next store overwrites it");
     }
     return body;
   }
 
-  // --- held locks: renewed every lock_ttl/3 until stored, released or lock_max_hold ---
-
-  void hold(const std::string& key, const std::string& token) {
-    held[{key, token}] = Clock::now() + options.lock_max_hold;
-    held_count = held.size();
-    arm_renewal();
-  }
-
-  void unhold(const std::string& key, const std::string& token) {
-    if (token.empty()) return;
-    held.erase({key, token});
-    held_count = held.size();
-  }
-
-  void arm_renewal() {
-    if (renew_armed || held.empty() || stopping) return;
-    renew_armed = true;
-    renew_timer.expires_after(std::max(options.lock_ttl / 3, milliseconds(1)));
-    renew_timer.async_wait([this](const boost::system::error_code& ec) {
-      renew_armed = false;
-      if (ec || stopping) return;
-      guarded("renewing locks", "", [this] { renew_all(); });
-      arm_renewal();
-    });
-  }
-
-  void renew_all() {
-    const auto now = Clock::now();
-    for (auto it = held.begin(); it != held.end();) {
-      const std::string& key = it->first.first;
-      if (now >= it->second) {
-        log::warn("cache: stopped renewing the lock on " + key + " (held past lock_max_hold)");
-        it = held.erase(it);
-        continue;
-      }
-      if (redis_usable()) {
-        try {
-          const bool renewed =
-              redis->compare_and_pexpire(lock_key(key), it->first.second, options.lock_ttl);
-          breaker.succeeded();
-          if (!renewed) {
-            log::warn("cache: lost the lock on " + key + " (expired or taken over)");
-            it = held.erase(it);
-            continue;
-          }
-        } catch (const CacheError& e) {
-          on_error(e);
-        }
-      }
-      ++it;
+  // One renewal of a held lock (LockKeeper calls it every lock_ttl/3 on the worker).
+  LockKeeper::Renewal renew(const std::string& key, const std::string& token) {
+    if (!redis_usable()) return LockKeeper::Renewal::unknown;
+    try {
+      const bool renewed = redis->compare_and_pexpire(lock_key(key), token, options.lock_ttl);
+      breaker.succeeded();
+      return renewed ? LockKeeper::Renewal::renewed : LockKeeper::Renewal::lost;
+    } catch (const CacheError& e) {
+      on_error(e);
+      return LockKeeper::Renewal::unknown;
     }
-    held_count = held.size();
   }
 
   // --- operations (worker thread) ---
@@ -332,11 +264,11 @@ struct Cache::Impl {
   void do_claim(const std::string& key, milliseconds max_wait, const AnswerPtr& answer) {
     if (stopping) return (*answer)(generate("memory"));
     if (std::optional<std::string> v = memory.get(key)) {
-      inc(hits_memory);
+      inc(m.hits_memory);
       return (*answer)(Claim{Claim::hit, std::move(*v), "memory", {}, false});
     }
     if (!redis_usable()) {
-      inc(misses_memory);
+      inc(m.misses_memory);
       return (*answer)(generate("memory"));
     }
     try {
@@ -347,13 +279,13 @@ struct Cache::Impl {
       const bool took = redis->set_nx(lock_key(key), token, options.lock_ttl);
       breaker.succeeded();
       if (took) {
-        hold(key, token);
-        inc(misses_redis);
+        locks.hold(key, token);
+        inc(m.misses_redis);
         return (*answer)(generate("redis", std::move(token)));
       }
     } catch (const CacheError& e) {
       on_error(e);
-      inc(misses_memory);
+      inc(m.misses_memory);
       return (*answer)(generate("memory"));
     }
     auto w = std::make_shared<Waiter>(io, key, Clock::now() + max_wait, answer);
@@ -364,8 +296,8 @@ struct Cache::Impl {
   }
 
   void redis_hit(const std::string& key, std::string value, bool joined, Answer& answer) {
-    inc(hits_redis);
-    if (joined) inc(joins_remote);
+    inc(m.hits_redis);
+    if (joined) inc(m.joins_remote);
     memory.put(key, value, options.ttl);
     answer(Claim{Claim::hit, std::move(value), "redis", {}, joined});
   }
@@ -387,11 +319,11 @@ struct Cache::Impl {
     Answer& answer = *w->answer;
     if (stopping) return answer(generate("memory"));
     if (std::optional<std::string> v = memory.get(w->key)) {
-      inc(hits_memory);
+      inc(m.hits_memory);
       return answer(Claim{Claim::hit, std::move(*v), "memory", {}, true});
     }
     if (!redis_usable()) {  // lost meanwhile: generate without a lock
-      inc(misses_memory);
+      inc(m.misses_memory);
       return answer(generate("memory"));
     }
     try {
@@ -413,13 +345,13 @@ struct Cache::Impl {
       }
       breaker.succeeded();
       if (took) {
-        hold(w->key, token);
-        inc(misses_redis);
+        locks.hold(w->key, token);
+        inc(m.misses_redis);
         return answer(generate("redis", std::move(token)));
       }
     } catch (const CacheError& e) {
       on_error(e);
-      inc(misses_memory);
+      inc(m.misses_memory);
       return answer(generate("memory"));
     }
     arm(id, w);
@@ -434,7 +366,7 @@ struct Cache::Impl {
   }
 
   void do_store(const std::string& key, const std::string& value, const std::string& token) {
-    unhold(key, token);
+    locks.drop(key, token);
     memory.put(key, value, options.ttl);
     if (!redis_usable()) return;
     try {
@@ -447,7 +379,7 @@ struct Cache::Impl {
   }
 
   void do_release(const std::string& key, const std::string& token) {
-    unhold(key, token);
+    locks.drop(key, token);
     if (token.empty() || !redis_usable()) return;
     try {
       redis->compare_and_delete(lock_key(key), token);
@@ -459,9 +391,7 @@ struct Cache::Impl {
 
   void shutdown() {
     probe_timer.cancel();
-    renew_timer.cancel();
-    held.clear();
-    held_count = 0;
+    locks.stop();
     auto left = std::move(waiters);
     waiters.clear();
     for (auto& [id, w] : left) {
@@ -485,7 +415,7 @@ bool Cache::claim(std::string key, milliseconds max_wait, std::function<void(Cla
   Impl& impl = *impl_;
   if (!impl.stopping) {  // a memory hit never waits behind the worker's Redis calls
     if (std::optional<std::string> v = impl.memory.get(key)) {
-      Impl::inc(impl.hits_memory);
+      Impl::inc(impl.m.hits_memory);
       call(done, Claim{Claim::hit, std::move(*v), "memory", {}, false});
       return true;
     }
@@ -517,7 +447,7 @@ void Cache::release(std::string key, std::string lock_token) {
 }
 
 std::size_t Cache::pending_claims() const { return impl_->pending; }
-std::size_t Cache::held_locks() const { return impl_->held_count; }
+std::size_t Cache::held_locks() const { return impl_->locks.size(); }
 bool Cache::redis_configured() const { return impl_->redis != nullptr; }
 bool Cache::redis_connected() const { return impl_->up; }
 const CacheOptions& Cache::options() const { return impl_->options; }
