@@ -14,6 +14,7 @@ HITS = 240        # cached requests sent while Redis is frozen
 CLIENTS = 8       # concurrent clients sending them
 MISSES = 6        # distinct requests that must go to Redis (and find it frozen)
 LIMIT_S = 30      # generous bound on every wait
+PROBE_SAMPLES = 20  # looks at writeup_cache_redis_up while Redis stays frozen, 0.1 s apart
 
 
 def wait_for(predicate, limit=LIMIT_S):
@@ -44,6 +45,7 @@ def test_frozen_redis_memory_hits_served_breaker_opens_and_recovers():
         frozen = True
         started = time.time()
         hits_before = metric(s, "writeup_cache_hits_total", backend="memory")
+        joins_before = metric(s, "writeup_cache_joins_total", scope="local")
         results, errors = [], []
         lock = threading.Lock()
 
@@ -79,10 +81,19 @@ def test_frozen_redis_memory_hits_served_breaker_opens_and_recovers():
         assert all(code == 200 for code, _ in results), [c for c, _ in results if c != 200]
         assert all(choices == expected for code, choices in results if choices is not None)
         assert time.time() - started < LIMIT_S
-        # Every repeated request was a memory hit; Redis was seen as down.
-        assert metric(s, "writeup_cache_hits_total", backend="memory") >= hits_before + HITS
+        # Every repeated request was a memory hit (or joined an identical one in flight).
+        served = metric(s, "writeup_cache_hits_total", backend="memory") + \
+            metric(s, "writeup_cache_joins_total", scope="local")
+        assert served >= hits_before + joins_before + HITS
+        # Redis is seen as down, and stays down while frozen: a TCP connection that the kernel
+        # accepts on its behalf does not count as "up" (only a probe's PONG does).
         assert wait_for(lambda: metric(s, "writeup_cache_redis_up") == 0)
         assert metric(s, "writeup_cache_errors_total", backend="redis") >= 3
+        for i in range(PROBE_SAMPLES):
+            if i % 5 == 0:
+                assert completion(s, f"Still frozen {i}", seed=200 + i).status_code == 200
+            assert metric(s, "writeup_cache_redis_up") == 0, f"sample {i}"
+            time.sleep(0.1)
         assert requests.get(s.url + "/health", timeout=5).status_code == 200
 
         os.kill(r.proc.pid, signal.SIGCONT)
@@ -102,8 +113,10 @@ def test_frozen_redis_memory_hits_served_breaker_opens_and_recovers():
 
 
 def test_claim_flood_while_redis_is_frozen_gets_429_not_a_pile_up():
-    """Distinct requests while Redis is frozen queue cache lookups; beyond max_queue they are
-    refused with 429 queue_full like the engine queue, and every request gets an answer."""
+    """Distinct requests while Redis is frozen queue cache lookups behind a stuck Redis call:
+    every request gets an answer, 200 or 429 queue_full (the claim queue and the engine queue
+    are both bounded by max_queue), and none waits for ever. The exact bound is checked by the
+    unit test Cache.ClaimQueueIsBoundedWhileRedisIsSlow."""
     r = Redis()
     cfg = {"models": [{"name": "tiny-gpt2", "path": str(DATA / "tiny-gpt2")}],
            "cache": {"redis": r.url}, "limits": {"max_queue": 2}}
