@@ -247,3 +247,33 @@ TEST(RedisClient, CommandTimeout) {
   std::this_thread::sleep_for(c.next_attempt() - RedisClient::Clock::now());
   EXPECT_TRUE(c.ping());
 }
+
+TEST(RedisClient, CompareAndPexpireRenewsOnlyTheOwnersLock) {
+  RedisServer server;
+  RedisClient c(RedisUrl::parse(server.url()), fast_options());
+  ASSERT_TRUE(c.set_nx("lock", "mine", milliseconds(1000)));
+  EXPECT_TRUE(c.compare_and_pexpire("lock", "mine", milliseconds(60000)));
+  EXPECT_GT(c.pttl("lock"), 50000);
+  EXPECT_FALSE(c.compare_and_pexpire("lock", "theirs", milliseconds(10)));
+  EXPECT_GT(c.pttl("lock"), 50000);  // untouched
+  EXPECT_FALSE(c.compare_and_pexpire("missing", "mine", milliseconds(60000)));
+  EXPECT_FALSE(c.exists("missing"));
+}
+
+TEST(RedisClient, ProbeNeedsAPongAndIgnoresTheBackoff) {
+  RedisServer server;
+  RedisClient c(RedisUrl::parse(server.url()), fast_options());
+  EXPECT_TRUE(c.probe(milliseconds(100)));
+  EXPECT_TRUE(c.connected());
+  server.stop();  // the kernel still accepts connections; nothing answers
+  EXPECT_THROW(c.probe(milliseconds(100)), CacheError);
+  EXPECT_FALSE(c.connected());
+  EXPECT_FALSE(c.ready());                               // a command would wait for the backoff
+  EXPECT_THROW(c.probe(milliseconds(100)), CacheError);  // a probe does not: it connects, times out
+  server.resume();
+  EXPECT_TRUE(c.probe(milliseconds(100)));
+  EXPECT_TRUE(c.connected());
+  EXPECT_TRUE(c.ready());
+  c.set("k", "v", milliseconds(60000));  // the normal command timeout is back
+  EXPECT_EQ(c.get("k"), "v");
+}
