@@ -174,11 +174,16 @@ struct Cache::Impl {
     outage_logged = false;
   }
 
-  // Counts a failed Redis call; opens the breaker after breaker_failures in a row (a refused
-  // or timed-out connection at once).
+  // Counts a failed Redis call. An error reply (the connection is fine, and it came at once)
+  // is only logged; a transport failure (timeout, lost connection) counts towards the breaker,
+  // which opens after breaker_failures in a row, or at once when connecting failed.
   void on_error(const CacheError& e) {
     const bool connect = e.kind() == CacheError::Kind::connect;
     inc(connect ? m.errors_connect : m.errors_command);
+    if (redis->connected()) {
+      log::warn(std::string("cache: ") + e.what());
+      return;
+    }
     const bool opened = connect ? breaker.trip() : breaker.failed();
     if (!opened) {
       log::warn(std::string("cache: ") + e.what() + " (" +

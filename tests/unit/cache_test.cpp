@@ -564,3 +564,18 @@ TEST(Cache, WorkerSurvivesWhatARequestRaises) {
   cache.claim("other2", milliseconds(100), [](Claim) { throw 7; });
   EXPECT_EQ(claim(cache, "fine").value, "ok");
 }
+
+TEST(Cache, ErrorRepliesDoNotMarkRedisDown) {
+  // Every write is refused with "-OOM ...", at once, on a healthy connection.
+  RedisServer server({"--maxmemory", "1", "--maxmemory-policy", "noeviction"});
+  Registry r;
+  Cache cache(breaker_options(server.url()), &r);
+  for (int i = 0; i < 6; ++i) {
+    const Claim c = claim(cache, "refused" + std::to_string(i));
+    EXPECT_EQ(c.kind, Claim::generate);
+    EXPECT_EQ(c.lock_token, "");  // the lock could not be taken
+  }
+  EXPECT_GE(errors(r, "command"), 6);
+  EXPECT_TRUE(cache.redis_connected());
+  EXPECT_EQ(redis_up(r), 1);
+}

@@ -30,8 +30,9 @@ struct CacheOptions {
                                                      // lock holder's result
   std::chrono::milliseconds reconnect_initial{100};  // first probe delay after Redis went down
   std::chrono::milliseconds reconnect_max{5000};     // the doubling delay stops growing here
-  int breaker_failures = 3;                          // consecutive failed Redis calls that mark
-                                                     // it down (a refused connection: at once)
+  int breaker_failures = 3;                          // consecutive timed-out or lost Redis calls
+                                                     // that mark it down (a refused connection:
+                                                     // at once; error replies do not count)
   std::chrono::milliseconds probe_timeout{200};      // connect + PING limit of a probe while down
   std::size_t max_claims = 1024;                     // claims queued or waiting at once (>= 1)
   std::chrono::milliseconds lock_max_hold{150000};   // a held lock is renewed (every lock_ttl/3)

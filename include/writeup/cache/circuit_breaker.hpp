@@ -1,7 +1,7 @@
 #pragma once
 // The cache's view of whether Redis is worth calling: a circuit breaker. Closed, calls go to
-// Redis; `failures_to_open` consecutive failures (timeouts, lost connections, error replies)
-// or one failed connection attempt open it. Open, callers fail fast (serve from memory) and a
+// Redis; `failures_to_open` consecutive failures (the cache counts timeouts and lost
+// connections) or one failed connection attempt open it. Open, callers fail fast (serve from memory) and a
 // single background probe runs at next_probe(), the wait doubling from backoff_initial up to
 // backoff_max while probes fail; a probe that answers closes it. Starts open with a probe due
 // at once, so that Redis counts as down until it has answered. Not thread-safe.
