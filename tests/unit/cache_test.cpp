@@ -363,7 +363,10 @@ CacheOptions breaker_options(const std::string& url) {
 TEST(Cache, FrozenRedisIsMarkedDownAfterNFailuresAndProbedBack) {
   RedisServer server;
   Registry r;
-  Cache cache(breaker_options(server.url()), &r);
+  CacheOptions o = breaker_options(server.url());
+  o.reconnect_initial = milliseconds(500);  // few probes (each holds the worker up to 100 ms)
+  o.reconnect_max = milliseconds(500);
+  Cache cache(o, &r);
   const Claim c = claim(cache, "hot");
   ASSERT_EQ(c.backend, "redis");
   cache.store("hot", "hot value", c.lock_token);
