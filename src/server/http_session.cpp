@@ -9,15 +9,14 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <random>
 #include <sstream>
 
 #include "writeup/api/fields.hpp"
 #include "writeup/api/wire_json.hpp"
 #include "writeup/server/pending_heads.hpp"
+#include "writeup/server/reply_events.hpp"
 #include "writeup/server/server_context.hpp"
 #include "writeup/server/websocket_session.hpp"
-#include "writeup/util/hash.hpp"
 #include "writeup/util/logging.hpp"
 
 namespace writeup::server {
@@ -31,15 +30,6 @@ constexpr auto kWriteTimeout = std::chrono::seconds(30);
 
 std::chrono::steady_clock::duration seconds(double s) {
   return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
-}
-
-std::string completion_id() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return "cmpl-" + to_hex64(rng()) + to_hex64(rng()).substr(0, 8);
-}
-
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 nlohmann::json request_body(const Request& req) {
@@ -159,7 +149,9 @@ void HttpSession::on_first_bytes(beast::error_code ec, std::size_t bytes) {
 }
 
 void HttpSession::read_header() {
-  stream_.expires_after(seconds(ctx_->config.limits.header_timeout_s));
+  // No read waits longer than the idle timeout either.
+  const auto& limits = ctx_->config.limits;
+  stream_.expires_after(seconds(std::min(limits.header_timeout_s, limits.idle_timeout_s)));
   http::async_read_header(stream_, buffer_, *parser_,
                           beast::bind_front_handler(&HttpSession::on_header, shared_from_this()));
 }
@@ -297,62 +289,26 @@ void HttpSession::start_completions(std::shared_ptr<const Request> req, const Ro
 }
 
 void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest request, service::Prepared prepared) {
-  const std::string id = completion_id(), model = prepared.model->config.name;
-  const std::int64_t created = unix_now();
-  const int prompt_tokens = prepared.prompt_tokens;
-  auto self = shared_from_this();
-  const auto on_strand = [self](auto fn) {
-    net::post(self->stream_.get_executor(), [self, fn = std::move(fn)]() mutable { self->guarded("stream", fn); });
-  };
-  service::StreamEvents events;
-  if (request.stream) {
-    // Bytes of each choice streamed so far: a response from the cache streams no deltas, so
-    // its text goes out whole before the final chunks. Both callbacks run on the flight's
-    // thread in order.
-    auto streamed = std::make_shared<std::vector<std::size_t>>(static_cast<std::size_t>(request.n), 0);
-    events.on_text = [=](int index, const std::string& delta, int) {
-      (*streamed)[static_cast<std::size_t>(index)] += delta.size();
-      auto chunk = api::wire_dump(api::make_completion_chunk(id, created, model, index, delta, std::nullopt));
-      on_strand([self, chunk = std::move(chunk)]() mutable { self->stream_chunk(std::move(chunk), false); });
-    };
-    events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
-      std::vector<std::string> finals;
-      for (std::size_t i = 0; i < results.size(); ++i) {
-        const auto sent = std::min((*streamed)[i], results[i].text.size());
-        if (sent < results[i].text.size()) {
-          finals.push_back(api::wire_dump(api::make_completion_chunk(id, created, model, static_cast<int>(i),
-                                                                     results[i].text.substr(sent), std::nullopt)));
-        }
-      }
-      for (std::size_t i = 0; i < results.size(); ++i) {
-        finals.push_back(api::wire_dump(
-            api::make_completion_chunk(id, created, model, static_cast<int>(i), "", results[i].finish_reason)));
-      }
-      on_strand([=] {
-        for (const auto& f : finals) self->stream_chunk(f, false);
-        self->stream_chunk("[DONE]", true);
-      });
-    };
-    events.on_error = [=](const api::ApiError& e) {
-      const auto j = e.to_wire();
-      on_strand([=] {
-        self->stream_chunk(j, false);
-        self->stream_chunk("[DONE]", true);
-      });
-    };
-    job_ = ctx_->service.start(std::move(prepared), events);
-    return start_stream(reply);
-  }
-  events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
-    try {
-      self->reply_later(reply, 200, api::wire_dump(api::make_completion(id, created, model, request, results, prompt_tokens)));
-    } catch (const std::exception& e) {
-      self->reply_later(reply, api::ApiError(500, "internal_error", e.what()));
-    }
-  };
-  events.on_error = [=](const api::ApiError& e) { self->reply_later(reply, e); };
-  job_ = ctx_->service.start(std::move(prepared), events);
+  auto events = completion_events(request, prepared, sink(reply));
+  job_ = ctx_->service.start(std::move(prepared), std::move(events));
+  if (request.stream) return start_stream(reply);
   watch_disconnect();
+}
+
+ReplySink HttpSession::sink(const ReplyTo& reply) {
+  ReplySink sink;
+  auto self = shared_from_this();
+  sink.reply = [self, reply](int status, std::string body) { self->reply_later(reply, status, std::move(body)); };
+  sink.error = [self, reply](const api::ApiError& e) { self->reply_later(reply, e); };
+  sink.events = [self](std::vector<std::string> data, bool last) {
+    net::post(self->stream_.get_executor(), [self, data = std::move(data), last]() mutable {
+      self->guarded("stream", [&] {
+        for (auto& d : data) self->stream_chunk(std::move(d), false);
+        if (last) self->stream_chunk("[DONE]", true);
+      });
+    });
+  };
+  return sink;
 }
 
 void HttpSession::reply_later(const ReplyTo& to, int status, std::string body) {
@@ -399,29 +355,8 @@ void HttpSession::start_generate(std::shared_ptr<const Request> req, const Route
 }
 
 void HttpSession::run_generate(const ReplyTo& reply, api::WriteupRequest request, service::Prepared prepared) {
-  const auto model = prepared.model->config.name;
-  const auto seed = prepared.request.params.seed;
-  const auto key = prepared.cache_key.empty() ? nlohmann::json(nullptr) : nlohmann::json(prepared.cache_key);
-  auto self = shared_from_this();
-  service::StreamEvents events;
-  events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
-    try {
-      std::vector<std::string> texts;
-      int completed = 0;
-      for (const auto& r : results) {
-        texts.push_back(api::clean_suggestion(r.text));
-        completed += static_cast<int>(r.tokens.size());
-      }
-      self->reply_later(reply, 200,
-                        api::wire_dump(api::make_frame("completed_response", request.prompt, texts,
-                                                       {{"model_name", model}, {"cache_key", key}, {"length", request.length},
-                                                        {"completed", completed}, {"seed", seed}})));
-    } catch (const std::exception& e) {
-      self->reply_later(reply, api::ApiError(500, "internal_error", e.what()));
-    }
-  };
-  events.on_error = [=](const api::ApiError& e) { self->reply_later(reply, e); };
-  job_ = ctx_->service.start(std::move(prepared), events);
+  auto events = generate_events(request, prepared, sink(reply));
+  job_ = ctx_->service.start(std::move(prepared), std::move(events));
   watch_disconnect();
 }
 

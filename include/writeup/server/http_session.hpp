@@ -7,10 +7,7 @@
 #include <memory>
 #include <optional>
 
-#include "writeup/api/openai_completions.hpp"
-#include "writeup/api/writeup_protocol.hpp"
-#include "writeup/service/completion_service.hpp"
-#include "writeup/service/flight.hpp"
+#include "writeup/server/reply_events.hpp"
 #include "writeup/server/router.hpp"
 
 namespace writeup::server {
@@ -22,8 +19,8 @@ class PendingHeads;
 // connection's strand), upgrades the writeup WebSocket path. One write in flight at a time.
 //
 // Reading has deadlines: an idle connection waits idle_timeout_s for a first byte, the whole
-// head must then arrive within header_timeout_s, and the body within header_timeout_s plus its
-// size at min_body_bytes_per_s. While it waits for a head the connection is listed in
+// head must then arrive within header_timeout_s (or idle_timeout_s when shorter), and the body
+// within header_timeout_s plus its announced size (else max_body_bytes) at min_body_bytes_per_s. While it waits for a head the connection is listed in
 // PendingHeads, so that a full server can shed it. Request parsing and tokenizing run on the
 // CPU pool (ServerContext::offload), never on an I/O thread. Every completion handler catches
 // what one request can raise and turns it into that request's 500 (or closes this connection).
@@ -66,6 +63,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // The error response for what a request raised (ApiError as is, the rest 500).
   void send_error(const ReplyTo& to, std::exception_ptr error);
 
+  // Where the events of this request's generation deliver its answer.
+  ReplySink sink(const ReplyTo& reply);
   // Called from a worker thread: answers on the connection's strand.
   void reply_later(const ReplyTo& to, int status, std::string body);
   void reply_later(const ReplyTo& to, const api::ApiError& error);
