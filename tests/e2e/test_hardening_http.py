@@ -101,6 +101,12 @@ def test_invalid_utf8_query_string_with_api_keys_is_a_400():
                              b"Connection: close\r\n\r\n{}")
             assert 400 <= status_of(reply) < 500, reply
             json.loads(body_of(reply))  # valid JSON, invalid bytes replaced
+        # The WebSocket upgrade reads the key from the query string too.
+        reply = exchange(s.port, b"GET /ws/async/writeup/text_generation/session/abc/?api_key=%FF&%FE=1 HTTP/1.1\r\n"
+                         b"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", timeout=2)
+        assert status_of(reply) == 400, reply
+        assert json.loads(body_of(reply))["error"]["code"] == "invalid_query"
         r = requests.get(s.url + "/v1/models", headers={"Authorization": "Bearer k1"}, timeout=10)
         assert r.status_code == 200 and r.json()["data"][0]["id"] == "tiny-gpt2"
         assert requests.get(s.url + "/v1/models", timeout=10).status_code == 401
