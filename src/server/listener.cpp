@@ -53,7 +53,11 @@ void Listener::on_accept(boost::beast::error_code ec, tcp::socket socket) {
     heads_->evict_oldest();
     backoff_.expires_after(std::chrono::milliseconds(50));
     backoff_.async_wait([self = shared_from_this()](boost::beast::error_code wait_ec) {
-      if (!wait_ec && self->acceptor_.is_open()) self->do_accept();
+      try {
+        if (!wait_ec && self->acceptor_.is_open()) self->do_accept();
+      } catch (const std::exception& e) {
+        log::error(std::string("accept: ") + e.what());
+      }
     });
     return;
   }
