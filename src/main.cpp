@@ -63,9 +63,22 @@ int run(int argc, char** argv) {
   signals.async_wait([&](const boost::system::error_code& ec, int) {
     if (!ec) shutdown(ioc, *listener, *ctx);
   });
+  // What escapes a handler is a bug in one request: log it and keep the thread serving.
+  const auto serve = [&ioc] {
+    for (;;) {
+      try {
+        ioc.run();
+        return;
+      } catch (const std::exception& e) {
+        log::error(std::string("I/O thread: unhandled exception: ") + e.what());
+      } catch (...) {
+        log::error("I/O thread: unhandled exception");
+      }
+    }
+  };
   std::vector<std::thread> threads;
-  for (int i = 1; i < config.server.io_threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
-  ioc.run();
+  for (int i = 1; i < config.server.io_threads; ++i) threads.emplace_back(serve);
+  serve();
   for (auto& t : threads) t.join();
   ctx->models.stop();
   log::info("stopped");

@@ -1,5 +1,7 @@
 #include "writeup/api/api_error.hpp"
 
+#include "writeup/api/wire_json.hpp"
+
 namespace writeup::api {
 
 ApiError::ApiError(int status, std::string code, std::string message, std::string param)
@@ -22,6 +24,14 @@ nlohmann::json ApiError::to_json() const {
             {"type", type()},
             {"param", param_.empty() ? nlohmann::json(nullptr) : nlohmann::json(param_)},
             {"code", code_}}}};
+}
+
+std::string ApiError::to_wire() const noexcept {
+  try {
+    return wire_dump(to_json());
+  } catch (...) {  // building the object ran out of memory
+    return wire_dump(nullptr);
+  }
 }
 
 }  // namespace writeup::api

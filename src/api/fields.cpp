@@ -137,7 +137,9 @@ nlohmann::json parse_form_urlencoded(std::string_view body) {
       const std::string key = decode(pair.substr(0, eq));
       const std::string value = eq == std::string_view::npos ? "" : decode(pair.substr(eq + 1));
       if (text::find_invalid_utf8(key) || text::find_invalid_utf8(value)) {
-        throw ApiError::bad_request("form field '" + text::sanitize_utf8(key) + "' is not valid UTF-8", key);
+        // The key is the client's bytes: only its sanitized form goes into the error.
+        const auto name = text::sanitize_utf8(key);
+        throw ApiError::bad_request("form field '" + name + "' is not valid UTF-8", name);
       }
       j[key] = value;
     }

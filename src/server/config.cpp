@@ -135,6 +135,8 @@ void check_values(const ServerConfig& c) {
   check_int("limits.max_queue", c.limits.max_queue, 1, INT_MAX);
   check_positive("limits.request_timeout_s", c.limits.request_timeout_s);
   check_positive("limits.idle_timeout_s", c.limits.idle_timeout_s);
+  check_positive("limits.header_timeout_s", c.limits.header_timeout_s);
+  check_positive("limits.min_body_bytes_per_s", c.limits.min_body_bytes_per_s);
   check_int("limits.max_batch_size", c.limits.max_batch_size, 1, 64);
   check_int("limits.max_length", c.limits.max_length, 1, 4096);
   check_int("limits.max_ws_message_bytes", static_cast<long long>(c.limits.max_ws_message_bytes),
@@ -156,6 +158,15 @@ void check_values(const ServerConfig& c) {
   }
 }
 
+// A static_dir that is missing (or a file) would leave the server without a root to contain
+// requests in: fail the start instead.
+void check_static_dir(const std::string& dir) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(dir, ec);
+  if (!std::filesystem::exists(status)) fail("server.static_dir", "'" + dir + "' does not exist");
+  if (!std::filesystem::is_directory(status)) fail("server.static_dir", "'" + dir + "' is not a directory");
+}
+
 }  // namespace
 
 ServerConfig ServerConfig::from_json(const json& j) {
@@ -175,12 +186,15 @@ ServerConfig ServerConfig::from_json(const json& j) {
   if (j.contains("limits")) {
     const Section s(j["limits"], "limits",
                     {"max_body_bytes", "max_connections", "max_queue", "request_timeout_s",
-                     "idle_timeout_s", "max_batch_size", "max_length", "max_ws_message_bytes"});
+                     "idle_timeout_s", "header_timeout_s", "min_body_bytes_per_s", "max_batch_size",
+                     "max_length", "max_ws_message_bytes"});
     s.integer("max_body_bytes", c.limits.max_body_bytes);
     s.integer("max_connections", c.limits.max_connections);
     s.integer("max_queue", c.limits.max_queue);
     s.number("request_timeout_s", c.limits.request_timeout_s);
     s.number("idle_timeout_s", c.limits.idle_timeout_s);
+    s.number("header_timeout_s", c.limits.header_timeout_s);
+    s.number("min_body_bytes_per_s", c.limits.min_body_bytes_per_s);
     s.integer("max_batch_size", c.limits.max_batch_size);
     s.integer("max_length", c.limits.max_length);
     s.integer("max_ws_message_bytes", c.limits.max_ws_message_bytes);
@@ -252,6 +266,7 @@ void ServerConfig::validate() {
                                                          models[i].name + "'");
     }
   }
+  if (!server.static_dir.empty()) check_static_dir(server.static_dir);
   if (defaults.model.empty()) {
     defaults.model = models.front().name;
   } else if (!names.count(defaults.model)) {

@@ -9,13 +9,14 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <random>
 #include <sstream>
 
 #include "writeup/api/fields.hpp"
+#include "writeup/api/wire_json.hpp"
+#include "writeup/server/pending_heads.hpp"
+#include "writeup/server/reply_events.hpp"
 #include "writeup/server/server_context.hpp"
 #include "writeup/server/websocket_session.hpp"
-#include "writeup/util/hash.hpp"
 #include "writeup/util/logging.hpp"
 
 namespace writeup::server {
@@ -24,21 +25,11 @@ namespace net = boost::asio;
 namespace {
 
 constexpr std::size_t kHeaderLimit = 16 * 1024;
+constexpr std::size_t kFirstRead = 4096;
+constexpr auto kWriteTimeout = std::chrono::seconds(30);
 
-std::string completion_id() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return "cmpl-" + to_hex64(rng()) + to_hex64(rng()).substr(0, 8);
-}
-
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-std::string sse_chunk(const std::string& event) {
-  const std::string data = "data: " + event + "\n\n";
-  std::ostringstream os;
-  os << std::hex << data.size() << "\r\n" << data << "\r\n";
-  return os.str();
+std::chrono::steady_clock::duration seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
 }
 
 nlohmann::json request_body(const Request& req) {
@@ -47,17 +38,61 @@ nlohmann::json request_body(const Request& req) {
   return api::parse_json_object(req.body());
 }
 
+const api::ApiError& queue_full() {
+  static const api::ApiError e(429, "queue_full", "the server is busy: too many requests are waiting; retry shortly");
+  return e;
+}
+
+// A parsed OpenAI request and its tokenized form, built on the CPU pool.
+struct PreparedCompletion {
+  api::CompletionRequest request;
+  service::Prepared prepared;
+};
+struct PreparedGenerate {
+  api::WriteupRequest request;
+  service::Prepared prepared;
+};
+
 }  // namespace
 
-HttpSession::HttpSession(net::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx)
-    : stream_(std::move(socket)), ctx_(std::move(ctx)) {
+HttpSession::HttpSession(net::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx,
+                         std::shared_ptr<PendingHeads> heads)
+    : stream_(std::move(socket)), ctx_(std::move(ctx)), heads_(std::move(heads)) {
   ++ctx_->connections;
 }
 
 HttpSession::~HttpSession() {
+  if (heads_) heads_->remove(head_ticket_);
   if (closer_id_) ctx_->remove_closer(closer_id_);
   --ctx_->connections;
   if (job_) job_->cancel();
+}
+
+template <class Fn>
+void HttpSession::guarded(const char* where, Fn&& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    on_exception(where, e.what());
+  } catch (...) {
+    on_exception(where, "unknown exception");
+  }
+}
+
+void HttpSession::on_exception(const char* where, const char* what) noexcept {
+  try {
+    log::error(std::string("http ") + where + ": " + what);
+    if (job_) job_->cancel();
+    job_.reset();
+    if (busy_ && !responded_) {
+      Request req{http::verb::unknown, "/", 11};
+      req.keep_alive(false);
+      return send(error_response(req, api::ApiError(500, "internal_error", "internal error")), "other");
+    }
+  } catch (...) {
+  }
+  beast::error_code ec;
+  stream_.socket().close(ec);
 }
 
 void HttpSession::run() {
@@ -65,174 +100,276 @@ void HttpSession::run() {
   closer_id_ = ctx_->add_closer([weak] {
     if (auto self = weak.lock()) {
       net::post(self->stream_.get_executor(), [self] {
-        if (!self->busy_) self->stream_.cancel();  // idle keep-alive: end the pending read
+        self->guarded("close", [&] {
+          if (!self->busy_) self->stream_.cancel();  // idle keep-alive: end the pending read
+        });
       });
     }
   });
-  net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
+  net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->guarded("start", [&] { self->do_read(); }); });
 }
 
 void HttpSession::do_read() {
   busy_ = false;
+  responded_ = false;
+  head_request_ = false;
   if (ctx_->stopping) return do_close();
   parser_.emplace();
   parser_->body_limit(ctx_->config.limits.max_body_bytes);
   parser_->header_limit(kHeaderLimit);
-  stream_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(ctx_->config.limits.idle_timeout_s)));
-  http::async_read(stream_, buffer_, *parser_,
-                   beast::bind_front_handler(&HttpSession::on_read, shared_from_this()));
+  std::weak_ptr<HttpSession> weak = shared_from_this();
+  head_ticket_ = heads_->add([weak] {
+    if (auto self = weak.lock()) {
+      net::post(self->stream_.get_executor(), [self] {
+        if (!self->head_ticket_) return;  // its head arrived meanwhile
+        self->head_ticket_ = 0;
+        beast::error_code ec;
+        self->stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+        self->stream_.socket().close(ec);
+      });
+    }
+  });
+  if (buffer_.size() > 0) return read_header();  // a pipelined request has begun
+  // Idle until the first byte; the head's deadline starts then.
+  stream_.expires_after(seconds(ctx_->config.limits.idle_timeout_s));
+  stream_.async_read_some(buffer_.prepare(kFirstRead),
+                          beast::bind_front_handler(&HttpSession::on_first_bytes, shared_from_this()));
+}
+
+void HttpSession::on_first_bytes(beast::error_code ec, std::size_t bytes) {
+  guarded("read", [&] {
+    buffer_.commit(bytes);
+    if (ec) {
+      stop_waiting_for_head();
+      if (ec == net::error::eof) return do_close();
+      return fail(ec, "read");
+    }
+    read_header();
+  });
+}
+
+void HttpSession::read_header() {
+  // No read waits longer than the idle timeout either.
+  const auto& limits = ctx_->config.limits;
+  stream_.expires_after(seconds(std::min(limits.header_timeout_s, limits.idle_timeout_s)));
+  http::async_read_header(stream_, buffer_, *parser_,
+                          beast::bind_front_handler(&HttpSession::on_header, shared_from_this()));
+}
+
+void HttpSession::stop_waiting_for_head() {
+  heads_->remove(head_ticket_);
+  head_ticket_ = 0;
+}
+
+void HttpSession::on_header(beast::error_code ec, std::size_t) {
+  guarded("read", [&] {
+    stop_waiting_for_head();
+    if (ec) return read_failed(ec);
+    if (parser_->is_done()) return handle(parser_->release());
+    const auto& head = parser_->get();
+    if (head.version() >= 11 && beast::iequals(head[http::field::expect], "100-continue")) {
+      // The client waits for this before it sends the body.
+      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      stream_.expires_after(kWriteTimeout);
+      return net::async_write(stream_, net::buffer(kContinue), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+        self->guarded("write", [&] {
+          if (ec) return self->fail(ec, "write");
+          self->read_body();
+        });
+      });
+    }
+    read_body();
+  });
+}
+
+void HttpSession::read_body() {
+  // A body must keep up a minimum rate: its deadline grows with the bytes it announces.
+  const auto& limits = ctx_->config.limits;
+  const auto expected = parser_->content_length().value_or(limits.max_body_bytes);
+  stream_.expires_after(seconds(limits.header_timeout_s + static_cast<double>(expected) / limits.min_body_bytes_per_s));
+  http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&HttpSession::on_read, shared_from_this()));
 }
 
 void HttpSession::on_read(beast::error_code ec, std::size_t) {
+  guarded("read", [&] {
+    if (ec) return read_failed(ec);
+    handle(parser_->release());
+  });
+}
+
+void HttpSession::read_failed(beast::error_code ec) {
   if (ec == http::error::end_of_stream) return do_close();
+  if (ec == beast::error::timeout) return fail(ec, "read");
+  Request req{http::verb::unknown, "/", 11};
+  req.keep_alive(false);
+  busy_ = true;
   if (ec == http::error::body_limit || ec == http::error::header_limit) {
     const bool body = ec == http::error::body_limit;
-    Request req{http::verb::unknown, "/", 11};
-    req.keep_alive(false);
     return send(error_response(req, api::ApiError(body ? 413 : 431, body ? "body_too_large" : "headers_too_large",
                                                    body ? "request body exceeds " +
                                                               std::to_string(ctx_->config.limits.max_body_bytes) + " bytes"
                                                         : "request headers are too large")),
                 "other");
   }
-  if (ec == beast::error::timeout) return do_close();
-  if (ec) {
-    if (ec.category() == beast::error_code(http::error::bad_target).category()) {
-      Request req{http::verb::unknown, "/", 11};
-      req.keep_alive(false);
-      return send(error_response(req, api::ApiError(400, "bad_request", "malformed HTTP request: " + ec.message())),
-                  "other");
-    }
-    return fail(ec, "read");
+  if (ec.category() == beast::error_code(http::error::bad_target).category()) {
+    return send(error_response(req, api::ApiError(400, "bad_request", "malformed HTTP request: " + ec.message())), "other");
   }
-  handle(parser_->release());
+  fail(ec, "read");
 }
 
 void HttpSession::handle(Request req) {
   busy_ = true;
+  head_request_ = req.method() == http::verb::head;
   const Route route = classify(req, *ctx_);
+  const ReplyTo reply{req.version(), req.keep_alive(), route.name};
   try {
     if (route.kind == RouteKind::websocket) return upgrade(std::move(req));
     if (route.kind == RouteKind::immediate) return send(handle_immediate(req, *ctx_), route.name);
-    check_api_key(req, *ctx_);
+    auto shared = std::make_shared<const Request>(std::move(req));
+    if (route.kind == RouteKind::cpu) return start_cpu_route(std::move(shared), route);
+    check_api_key(*shared, *ctx_);
     if (ctx_->stopping) throw api::ApiError(503, "shutting_down", "the server is stopping");
-    if (route.kind == RouteKind::completions) return start_completions(req, route);
-    return start_generate(req, route);
-  } catch (const api::ApiError& e) {
-    send(error_response(req, e), route.name);
-  } catch (const std::exception& e) {
-    send(error_response(req, api::ApiError(500, "internal_error", e.what())), route.name);
+    if (route.kind == RouteKind::completions) return start_completions(std::move(shared), route);
+    start_generate(std::move(shared), route);
+  } catch (...) {
+    send_error(reply, std::current_exception());
   }
 }
 
-void HttpSession::start_completions(const Request& req, const Route& route) {
-  const auto body = api::parse_json_object(req.body());
-  const auto request = api::parse_completion_request(
-      body, {ctx_->config.limits.max_batch_size, ctx_->config.limits.max_length});
-  auto prepared = ctx_->service.prepare(request);
-  const std::string id = completion_id(), model = prepared.model->config.name;
-  const std::int64_t created = unix_now();
-  const int prompt_tokens = prepared.prompt_tokens;
-  auto self = shared_from_this();
-  const auto on_strand = [self](auto fn) { net::post(self->stream_.get_executor(), std::move(fn)); };
-  service::StreamEvents events;
-  if (request.stream) {
-    // Bytes of each choice streamed so far: a response from the cache streams no deltas, so
-    // its text goes out whole before the final chunks. Both callbacks run on the flight's
-    // thread in order.
-    auto streamed = std::make_shared<std::vector<std::size_t>>(static_cast<std::size_t>(request.n), 0);
-    events.on_text = [=](int index, const std::string& delta, int) {
-      (*streamed)[static_cast<std::size_t>(index)] += delta.size();
-      on_strand([=] { self->stream_chunk(api::make_completion_chunk(id, created, model, index, delta, std::nullopt).dump(), false); });
-    };
-    events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
-      std::vector<std::string> finals;
-      for (std::size_t i = 0; i < results.size(); ++i) {
-        const auto sent = std::min((*streamed)[i], results[i].text.size());
-        if (sent < results[i].text.size()) {
-          finals.push_back(api::make_completion_chunk(id, created, model, static_cast<int>(i),
-                                                      results[i].text.substr(sent), std::nullopt).dump());
-        }
-      }
-      for (std::size_t i = 0; i < results.size(); ++i) {
-        finals.push_back(api::make_completion_chunk(id, created, model, static_cast<int>(i), "", results[i].finish_reason).dump());
-      }
-      on_strand([=] {
-        for (const auto& f : finals) self->stream_chunk(f, false);
-        self->stream_chunk("[DONE]", true);
-      });
-    };
-    events.on_error = [=](const api::ApiError& e) {
-      const auto j = e.to_json().dump();
-      on_strand([=] {
-        self->stream_chunk(j, false);
-        self->stream_chunk("[DONE]", true);
-      });
-    };
-    job_ = ctx_->service.start(std::move(prepared), events);
-    return start_stream(req);
+void HttpSession::send_error(const ReplyTo& to, std::exception_ptr error) {
+  job_.reset();
+  try {
+    std::rethrow_exception(error);
+  } catch (const api::ApiError& e) {
+    send(error_response(to.request(), e), to.route);
+  } catch (const std::exception& e) {
+    log::error(std::string("http ") + to.route + ": " + e.what());
+    send(error_response(to.request(), api::ApiError(500, "internal_error", e.what())), to.route);
+  } catch (...) {
+    send(error_response(to.request(), api::ApiError(500, "internal_error", "unexpected error")), to.route);
   }
-  const auto reply = ReplyTo{req.version(), req.keep_alive(), route.name};
-  events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
-    self->reply_later(reply, 200, api::make_completion(id, created, model, request, results, prompt_tokens).dump());
+}
+
+void HttpSession::start_cpu_route(std::shared_ptr<const Request> req, const Route& route) {
+  auto ctx = ctx_;
+  const ReplyTo reply{req->version(), req->keep_alive(), route.name};
+  const bool queued = ctx_->offload(
+      stream_.get_executor(), [ctx, req] { return handle_immediate(*req, *ctx); },
+      [self = shared_from_this(), reply](std::optional<Response> res, std::exception_ptr error) {
+        self->guarded("cpu route", [&] {
+          if (error || !res) return self->send_error(reply, error);
+          self->send(std::move(*res), reply.route);
+        });
+      });
+  if (!queued) throw queue_full();
+}
+
+void HttpSession::start_completions(std::shared_ptr<const Request> req, const Route& route) {
+  auto ctx = ctx_;
+  const api::CompletionLimits limits{ctx_->config.limits.max_batch_size, ctx_->config.limits.max_length};
+  const ReplyTo reply{req->version(), req->keep_alive(), route.name};
+  const auto work = [ctx, req, limits] {
+    const auto body = api::parse_json_object(req->body());
+    auto request = api::parse_completion_request(body, limits);
+    auto prepared = ctx->service.prepare(request);
+    return PreparedCompletion{std::move(request), std::move(prepared)};
   };
-  events.on_error = [=](const api::ApiError& e) { self->reply_later(reply, e); };
-  job_ = ctx_->service.start(std::move(prepared), events);
+  const auto done = [self = shared_from_this(), reply](std::optional<PreparedCompletion> p, std::exception_ptr error) {
+    self->guarded("completions", [&] {
+      try {
+        if (error) std::rethrow_exception(error);
+        if (!p) throw std::logic_error("completions: no result");
+        self->run_completions(reply, std::move(p->request), std::move(p->prepared));
+      } catch (...) {
+        self->send_error(reply, std::current_exception());
+      }
+    });
+  };
+  if (!ctx_->offload(stream_.get_executor(), work, done)) throw queue_full();
+}
+
+void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest request, service::Prepared prepared) {
+  auto events = completion_events(request, prepared, sink(reply));
+  job_ = ctx_->service.start(std::move(prepared), std::move(events));
+  if (request.stream) return start_stream(reply);
   watch_disconnect();
+}
+
+ReplySink HttpSession::sink(const ReplyTo& reply) {
+  ReplySink sink;
+  auto self = shared_from_this();
+  sink.reply = [self, reply](int status, std::string body) { self->reply_later(reply, status, std::move(body)); };
+  sink.error = [self, reply](const api::ApiError& e) { self->reply_later(reply, e); };
+  sink.events = [self](std::vector<std::string> data, bool last) {
+    net::post(self->stream_.get_executor(), [self, data = std::move(data), last]() mutable {
+      self->guarded("stream", [&] {
+        for (auto& d : data) self->stream_chunk(std::move(d), false);
+        if (last) self->stream_chunk("[DONE]", true);
+      });
+    });
+  };
+  return sink;
 }
 
 void HttpSession::reply_later(const ReplyTo& to, int status, std::string body) {
   net::post(stream_.get_executor(), [self = shared_from_this(), to, status, body = std::move(body)] {
-    self->job_.reset();
-    self->send(json_response(to.request(), status, body), to.route);
+    self->guarded("reply", [&] {
+      self->job_.reset();
+      self->send(json_response(to.request(), status, body), to.route);
+    });
   });
 }
 
 void HttpSession::reply_later(const ReplyTo& to, const api::ApiError& error) {
   net::post(stream_.get_executor(), [self = shared_from_this(), to, error] {
-    self->job_.reset();
-    self->send(error_response(to.request(), error), to.route);
+    self->guarded("reply", [&] {
+      self->job_.reset();
+      self->send(error_response(to.request(), error), to.route);
+    });
   });
 }
 
-void HttpSession::start_generate(const Request& req, const Route& route) {
-  auto fields = request_body(req);
-  if (!route.path_model.empty()) fields["model_name"] = route.path_model;
-  const auto request = api::parse_writeup_fields(fields, {ctx_->config.limits.max_batch_size, ctx_->config.limits.max_length});
-  auto prepared = ctx_->service.prepare(request);
-  const auto model = prepared.model->config.name;
-  const auto seed = prepared.request.params.seed;
-  const auto key = prepared.cache_key.empty() ? nlohmann::json(nullptr) : nlohmann::json(prepared.cache_key);
-  auto self = shared_from_this();
-  const auto reply = ReplyTo{req.version(), req.keep_alive(), route.name};
-  service::StreamEvents events;
-  events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
-    std::vector<std::string> texts;
-    int completed = 0;
-    for (const auto& r : results) {
-      texts.push_back(api::clean_suggestion(r.text));
-      completed += static_cast<int>(r.tokens.size());
-    }
-    self->reply_later(reply, 200,
-                      api::make_frame("completed_response", request.prompt, texts,
-                                      {{"model_name", model}, {"cache_key", key}, {"length", request.length},
-                                       {"completed", completed}, {"seed", seed}})
-                          .dump());
+void HttpSession::start_generate(std::shared_ptr<const Request> req, const Route& route) {
+  auto ctx = ctx_;
+  const api::WriteupLimits limits{ctx_->config.limits.max_batch_size, ctx_->config.limits.max_length};
+  const ReplyTo reply{req->version(), req->keep_alive(), route.name};
+  const auto work = [ctx, req, limits, path_model = route.path_model] {
+    auto fields = request_body(*req);
+    if (!path_model.empty()) fields["model_name"] = path_model;
+    auto request = api::parse_writeup_fields(fields, limits);
+    auto prepared = ctx->service.prepare(request);
+    return PreparedGenerate{std::move(request), std::move(prepared)};
   };
-  events.on_error = [=](const api::ApiError& e) { self->reply_later(reply, e); };
-  job_ = ctx_->service.start(std::move(prepared), events);
+  const auto done = [self = shared_from_this(), reply](std::optional<PreparedGenerate> p, std::exception_ptr error) {
+    self->guarded("generate", [&] {
+      try {
+        if (error) std::rethrow_exception(error);
+        if (!p) throw std::logic_error("generate: no result");
+        self->run_generate(reply, std::move(p->request), std::move(p->prepared));
+      } catch (...) {
+        self->send_error(reply, std::current_exception());
+      }
+    });
+  };
+  if (!ctx_->offload(stream_.get_executor(), work, done)) throw queue_full();
+}
+
+void HttpSession::run_generate(const ReplyTo& reply, api::WriteupRequest request, service::Prepared prepared) {
+  auto events = generate_events(request, prepared, sink(reply));
+  job_ = ctx_->service.start(std::move(prepared), std::move(events));
   watch_disconnect();
 }
 
 void HttpSession::watch_disconnect() {
   stream_.socket().async_wait(net::ip::tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
-    if (ec || !self->job_) return;
-    char byte;
-    const auto n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-      self->job_->cancel();  // the client hung up: stop generating for it
-    }
+    self->guarded("watch", [&] {
+      if (ec || !self->job_) return;
+      char byte;
+      const auto n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        self->job_->cancel();  // the client hung up: stop generating for it
+      }
+    });
   });
 }
 
@@ -260,29 +397,42 @@ void HttpSession::upgrade(Request req) {
 
 void HttpSession::send(Response res, const std::string& route) {
   ctx_->count_request(route, res.result_int());
+  if (head_request_) {
+    // HEAD: the GET answer's headers, Content-Length included, and no body.
+    const auto length = res.body().size();
+    res.body().clear();
+    res.content_length(length);
+  }
+  responded_ = true;
   const bool close = res.need_eof();
   auto sp = std::make_shared<Response>(std::move(res));
   in_flight_ = sp;
-  stream_.expires_after(std::chrono::seconds(30));
+  stream_.expires_after(kWriteTimeout);
   http::async_write(stream_, *sp, beast::bind_front_handler(&HttpSession::on_write, shared_from_this(), close));
 }
 
 void HttpSession::on_write(bool close, beast::error_code ec, std::size_t) {
-  in_flight_.reset();
-  if (ec) return fail(ec, "write");
-  if (close) return do_close();
-  do_read();
+  guarded("write", [&] {
+    in_flight_.reset();
+    if (ec) return fail(ec, "write");
+    if (close) return do_close();
+    do_read();
+  });
 }
 
-void HttpSession::start_stream(const Request& req) {
-  ctx_->count_request("/v1/completions", 200);
-  http::response<http::empty_body> res{http::status::ok, req.version()};
+void HttpSession::start_stream(const ReplyTo& to) {
+  ctx_->count_request(to.route, 200);
+  responded_ = true;
+  http::response<http::empty_body> res{http::status::ok, to.version};
   res.set(http::field::server, "writeup");
   res.set(http::field::content_type, "text/event-stream; charset=utf-8");
   res.set(http::field::cache_control, "no-cache");
-  res.chunked(true);
-  res.keep_alive(req.keep_alive());
-  stream_keep_alive_ = req.keep_alive();
+  // HTTP/1.0 has no chunked encoding: the events go out as they are, and closing the
+  // connection ends the stream.
+  stream_chunked_ = to.version >= 11;
+  stream_keep_alive_ = stream_chunked_ && to.keep_alive;
+  res.chunked(stream_chunked_);
+  res.keep_alive(stream_keep_alive_);
   stream_done_ = false;
   std::ostringstream os;
   os << res.base();
@@ -292,9 +442,15 @@ void HttpSession::start_stream(const Request& req) {
 
 void HttpSession::stream_chunk(std::string data, bool last) {
   if (stream_done_) return;
-  stream_queue_.push_back(sse_chunk(data));
+  std::string event = "data: " + data + "\n\n";
+  if (stream_chunked_) {
+    std::ostringstream os;
+    os << std::hex << event.size() << "\r\n" << event << "\r\n";
+    event = os.str();
+  }
+  stream_queue_.push_back(std::move(event));
   if (last) {
-    stream_queue_.push_back("0\r\n\r\n");
+    if (stream_chunked_) stream_queue_.push_back("0\r\n\r\n");
     stream_done_ = true;
     job_.reset();
   }
@@ -304,21 +460,22 @@ void HttpSession::stream_chunk(std::string data, bool last) {
 void HttpSession::do_stream_write() {
   if (stream_writing_ || stream_queue_.empty()) return;
   stream_writing_ = true;
-  stream_.expires_after(std::chrono::seconds(30));
-  net::async_write(stream_, net::buffer(stream_queue_.front()),
-                   [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                     self->stream_writing_ = false;
-                     self->stream_queue_.pop_front();
-                     if (ec) {
-                       if (self->job_) self->job_->cancel();  // the client went away
-                       return self->fail(ec, "stream write");
-                     }
-                     if (!self->stream_queue_.empty()) return self->do_stream_write();
-                     if (self->stream_done_) {
-                       if (self->stream_keep_alive_) return self->do_read();
-                       return self->do_close();
-                     }
-                   });
+  stream_.expires_after(kWriteTimeout);
+  net::async_write(stream_, net::buffer(stream_queue_.front()), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    self->guarded("stream write", [&] {
+      self->stream_writing_ = false;
+      self->stream_queue_.pop_front();
+      if (ec) {
+        if (self->job_) self->job_->cancel();  // the client went away
+        return self->fail(ec, "stream write");
+      }
+      if (!self->stream_queue_.empty()) return self->do_stream_write();
+      if (self->stream_done_) {
+        if (self->stream_keep_alive_) return self->do_read();
+        return self->do_close();
+      }
+    });
+  });
 }
 
 void HttpSession::do_close() {

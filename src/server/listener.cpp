@@ -4,6 +4,7 @@
 #include <boost/asio/write.hpp>
 
 #include "writeup/server/http_session.hpp"
+#include "writeup/server/pending_heads.hpp"
 #include "writeup/server/server_context.hpp"
 #include "writeup/util/logging.hpp"
 
@@ -12,7 +13,11 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
 Listener::Listener(net::io_context& ioc, const tcp::endpoint& endpoint, std::shared_ptr<ServerContext> ctx)
-    : ioc_(ioc), acceptor_(net::make_strand(ioc)), ctx_(std::move(ctx)) {
+    : ioc_(ioc),
+      acceptor_(net::make_strand(ioc)),
+      ctx_(std::move(ctx)),
+      heads_(std::make_shared<PendingHeads>()),
+      backoff_(acceptor_.get_executor()) {
   boost::beast::error_code ec;
   const auto where = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
   acceptor_.open(endpoint.protocol(), ec);
@@ -30,6 +35,7 @@ void Listener::stop() {
   net::post(acceptor_.get_executor(), [self = shared_from_this()] {
     boost::beast::error_code ec;
     self->acceptor_.close(ec);
+    self->backoff_.cancel();
   });
 }
 
@@ -41,13 +47,38 @@ void Listener::do_accept() {
 void Listener::on_accept(boost::beast::error_code ec, tcp::socket socket) {
   if (ec == net::error::operation_aborted) return;
   if (ec) {
+    // Typically out of descriptors: free one held by a waiting client and retry shortly
+    // instead of spinning on the error.
     log::warn("accept: " + ec.message());
-  } else if (ctx_->connections.load() >= ctx_->config.limits.max_connections) {
-    refuse(std::move(socket));
-  } else {
-    std::make_shared<HttpSession>(std::move(socket), ctx_)->run();
+    heads_->evict_oldest();
+    backoff_.expires_after(std::chrono::milliseconds(50));
+    backoff_.async_wait([self = shared_from_this()](boost::beast::error_code wait_ec) {
+      try {
+        if (!wait_ec && self->acceptor_.is_open()) self->do_accept();
+      } catch (const std::exception& e) {
+        log::error(std::string("accept: ") + e.what());
+      }
+    });
+    return;
+  }
+  try {
+    admit(std::move(socket));
+  } catch (const std::exception& e) {
+    log::error(std::string("accept: ") + e.what());  // that connection is dropped, the listener goes on
+  } catch (...) {
+    log::error("accept: unknown exception");
   }
   if (acceptor_.is_open()) do_accept();
+}
+
+void Listener::admit(tcp::socket socket) {
+  if (ctx_->connections.load() >= ctx_->config.limits.max_connections) {
+    if (!heads_->evict_oldest()) return refuse(std::move(socket));
+    ctx_->metrics.counter("writeup_connections_shed_total",
+                          "Connections closed while waiting for a request head, to admit a new one")
+        .inc();
+  }
+  std::make_shared<HttpSession>(std::move(socket), ctx_, heads_)->run();
 }
 
 void Listener::refuse(tcp::socket socket) {

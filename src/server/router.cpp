@@ -1,12 +1,14 @@
 #include "writeup/server/router.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <sstream>
+#include <string_view>
 
 #include "writeup/api/fields.hpp"
+#include "writeup/api/wire_json.hpp"
 #include "writeup/server/server_context.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 
@@ -22,13 +24,25 @@ std::string query_param(const Request& req, const std::string& name) {
   const std::string target(req.target());
   const auto q = target.find('?');
   if (q == std::string::npos) return {};
-  const auto fields = api::parse_form_urlencoded(std::string_view(target).substr(q + 1));
+  nlohmann::json fields;
+  try {
+    fields = api::parse_form_urlencoded(std::string_view(target).substr(q + 1));
+  } catch (const api::ApiError& e) {
+    throw api::ApiError(400, "invalid_query", std::string("query string: ") + e.what(), e.param());
+  }
   return fields.contains(name) ? fields[name].get<std::string>() : std::string();
 }
 
-const std::regex& ws_path() {
-  static const std::regex re(R"(^/ws/async/writeup/text_generation/session/[A-Za-z0-9_-]{1,128}/?$)");
-  return re;
+// /ws/async/writeup/text_generation/session/{1-128 of [A-Za-z0-9_-]}, trailing slash optional.
+bool is_ws_path(std::string_view path) {
+  constexpr std::string_view prefix = "/ws/async/writeup/text_generation/session/";
+  if (path.substr(0, prefix.size()) != prefix) return false;
+  auto id = path.substr(prefix.size());
+  if (!id.empty() && id.back() == '/') id.remove_suffix(1);
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
 }
 
 std::string content_type_for(const std::filesystem::path& p) {
@@ -43,17 +57,42 @@ std::string content_type_for(const std::filesystem::path& p) {
   return "application/octet-stream";
 }
 
-Response static_file(const Request& req, const ServerContext& ctx) {
+}  // namespace
+
+std::optional<std::filesystem::path> contained_file(const std::string& root_dir, std::string_view target_path) {
   namespace fs = std::filesystem;
-  std::string rel = path_of(req);
-  if (rel == "/") rel = "/index.html";
   std::error_code ec;
-  const auto root = fs::canonical(ctx.config.server.static_dir, ec);
-  const auto file = fs::weakly_canonical(root / rel.substr(1), ec);
+  const auto root = fs::canonical(root_dir, ec);
+  if (ec || root.empty() || !fs::is_directory(root, ec)) return std::nullopt;
+  fs::path rel;
+  std::size_t pos = 0;
+  while (pos <= target_path.size()) {
+    auto slash = target_path.find('/', pos);
+    if (slash == std::string_view::npos) slash = target_path.size();
+    const auto segment = target_path.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (segment.empty() || segment == ".") continue;
+    if (segment == ".." || segment.find('\0') != std::string_view::npos || segment.find('\\') != std::string_view::npos) {
+      return std::nullopt;
+    }
+    rel /= std::string(segment);
+  }
+  if (rel.empty()) rel = "index.html";
+  const auto file = fs::canonical(root / rel, ec);
+  if (ec) return std::nullopt;
   const auto [r, f] = std::mismatch(root.begin(), root.end(), file.begin(), file.end());
-  if (ec || r != root.end() || !fs::is_regular_file(file)) {
+  if (r != root.end() || !fs::is_regular_file(file, ec)) return std::nullopt;
+  return file;
+}
+
+namespace {
+
+Response static_file(const Request& req, const ServerContext& ctx) {
+  const auto found = contained_file(ctx.config.server.static_dir, path_of(req));
+  if (!found) {
     throw api::ApiError(404, "not_found", "no such route: " + std::string(req.method_string()) + " " + path_of(req));
   }
+  const auto& file = *found;
   std::ifstream in(file, std::ios::binary);
   std::ostringstream body;
   body << in.rdbuf();
@@ -96,7 +135,7 @@ Response tokenize(const Request& req, const ServerContext& ctx) {
   const auto text = f.has("prompt") ? f.string("prompt") : f.string("text");
   if (!text) throw api::ApiError::bad_request("prompt is required", "prompt");
   const auto ids = m.tokenizer->encode(*text);
-  return json_response(req, 200, nlohmann::json{{"model", m.config.name}, {"tokens", ids}, {"count", ids.size()}}.dump());
+  return json_response(req, 200, api::wire_dump(nlohmann::json{{"model", m.config.name}, {"tokens", ids}, {"count", ids.size()}}));
 }
 
 Response detokenize(const Request& req, const ServerContext& ctx) {
@@ -115,7 +154,8 @@ Response detokenize(const Request& req, const ServerContext& ctx) {
     }
     ids.push_back(t.get<int>());
   }
-  return json_response(req, 200, nlohmann::json{{"model", m.config.name}, {"text", m.tokenizer->decode(ids)}}.dump());
+  // decode() may end inside a character: the wire form replaces what is not UTF-8.
+  return json_response(req, 200, api::wire_dump(nlohmann::json{{"model", m.config.name}, {"text", m.tokenizer->decode(ids)}}));
 }
 
 bool needs_key(const std::string& path) {
@@ -126,10 +166,11 @@ bool needs_key(const std::string& path) {
 
 Route classify(const Request& req, const ServerContext& ctx) {
   const auto path = path_of(req);
-  if (std::regex_match(path, ws_path())) return {RouteKind::websocket, "/ws/async/writeup", {}};
+  if (is_ws_path(path)) return {RouteKind::websocket, "/ws/async/writeup", {}};
   if (req.method() == http::verb::post) {
     if (path == "/v1/completions") return {RouteKind::completions, path, {}};
     if (path == "/v1/generate") return {RouteKind::generate, path, {}};
+    if (path == "/v1/tokenize" || path == "/v1/detokenize") return {RouteKind::cpu, path, {}};
     if (path.size() > 1 && path.find('/', 1) == std::string::npos && ctx.models.find(path.substr(1))) {
       return {RouteKind::generate, "/{model_name}", path.substr(1)};
     }
@@ -165,7 +206,7 @@ Response json_response(const Request& req, int status, const std::string& body) 
 }
 
 Response error_response(const Request& req, const api::ApiError& error) {
-  auto res = json_response(req, error.status(), error.to_json().dump());
+  auto res = json_response(req, error.status(), error.to_wire());
   if (error.status() == 429) res.set(http::field::retry_after, "1");
   return res;
 }
@@ -186,7 +227,7 @@ Response handle_immediate(const Request& req, ServerContext& ctx) {
       res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
       return res;
     }
-    if (path == "/v1/models" && get) return json_response(req, 200, models_json(ctx).dump());
+    if (path == "/v1/models" && get) return json_response(req, 200, api::wire_dump(models_json(ctx)));
     if (path == "/v1/tokenize" && post) return tokenize(req, ctx);
     if (path == "/v1/detokenize" && post) return detokenize(req, ctx);
     for (const char* p : {"/health", "/ready", "/metrics", "/v1/models", "/v1/tokenize", "/v1/detokenize",
@@ -201,6 +242,8 @@ Response handle_immediate(const Request& req, ServerContext& ctx) {
     return error_response(req, api::ApiError::bad_request(e.what()));
   } catch (const std::exception& e) {
     return error_response(req, api::ApiError(500, "internal_error", e.what()));
+  } catch (...) {
+    return error_response(req, api::ApiError(500, "internal_error", "unexpected error"));
   }
 }
 

@@ -191,13 +191,13 @@ TEST(ServerConfig, FlagsOverrideTheFile) {
   const auto file = (config_dir() / "server.json").string();
   const ServerConfig c = parse({"--port", "9001", "--config", file, "--host=127.0.0.2",
                                 "--redis", "none", "--log-level", "debug", "--io-threads", "3",
-                                "--static-dir", "web", "--api-key", "k1", "--api-key=k2"});
+                                "--static-dir", config_dir().string(), "--api-key", "k1", "--api-key=k2"});
   EXPECT_EQ(c.server.port, 9001);
   EXPECT_EQ(c.server.host, "127.0.0.2");
   EXPECT_EQ(c.cache.redis, "");
   EXPECT_EQ(c.log_level, "debug");
   EXPECT_EQ(c.server.io_threads, 3);
-  EXPECT_EQ(c.server.static_dir, "web");
+  EXPECT_EQ(c.server.static_dir, config_dir().string());
   EXPECT_EQ(c.server.api_keys, (std::vector<std::string>{"k1", "k2"}));
   EXPECT_EQ(c.models.size(), 8u);  // from the file
   EXPECT_EQ(c.defaults.model, "gpt2-medium");
@@ -271,4 +271,35 @@ TEST(ServerConfig, ValidateChecksModelsAndDefault) {
   EXPECT_THROW(c.validate(), std::invalid_argument);
   c.server.port = 0;
   c.validate();
+}
+
+TEST(ServerConfig, SlowClientLimits) {
+  const ServerConfig d = ServerConfig::from_json(json::object());
+  EXPECT_EQ(d.limits.header_timeout_s, 10);
+  EXPECT_EQ(d.limits.min_body_bytes_per_s, 1024);
+  const ServerConfig c =
+      ServerConfig::from_json({{"limits", {{"header_timeout_s", 2.5}, {"min_body_bytes_per_s", 100}}}});
+  EXPECT_EQ(c.limits.header_timeout_s, 2.5);
+  EXPECT_EQ(c.limits.min_body_bytes_per_s, 100);
+  EXPECT_EQ(from_json_error({{"limits", {{"header_timeout_s", 0}}}}), "limits.header_timeout_s: must be a positive number");
+  EXPECT_EQ(from_json_error({{"limits", {{"min_body_bytes_per_s", -1}}}}),
+            "limits.min_body_bytes_per_s: must be a positive number");
+  EXPECT_EQ(from_json_error({{"limits", {{"header_timeout_s", "10"}}}}).rfind("limits.header_timeout_s: must be a number", 0), 0u);
+}
+
+TEST(ServerConfig, StaticDirMustBeAnExistingDirectory) {
+  // A missing static_dir used to start the server with no containment root at all.
+  const auto missing = (std::filesystem::temp_directory_path() / "writeup-no-such-static-dir").string();
+  const auto file = (config_dir() / "local.json").string();
+  EXPECT_EQ(parse_error({"--model", "m=dir", "--static-dir", missing}),
+            "server.static_dir: '" + missing + "' does not exist");
+  EXPECT_EQ(parse_error({"--model", "m=dir", "--static-dir", file}), "server.static_dir: '" + file + "' is not a directory");
+  ServerConfig c;
+  c.models.push_back(model_config("m", "dir"));
+  c.server.static_dir = missing;
+  EXPECT_THROW(c.validate(), std::invalid_argument);
+  c.server.static_dir = config_dir().string();
+  EXPECT_NO_THROW(c.validate());
+  c.server.static_dir.clear();  // no static files
+  EXPECT_NO_THROW(c.validate());
 }

@@ -18,6 +18,8 @@ class ApiError : public std::runtime_error {
   // "invalid_request_error" (4xx), "authentication_error" (401), "server_error" (5xx)...
   std::string type() const;
   nlohmann::json to_json() const;
+  // to_json() as wire bytes (invalid UTF-8 in the message or param replaced). Never throws.
+  std::string to_wire() const noexcept;
 
   static ApiError bad_request(std::string message, std::string param = {}) {
     return ApiError(400, "invalid_value", std::move(message), std::move(param));

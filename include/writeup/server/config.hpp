@@ -33,7 +33,7 @@ struct ServerConfig {
     int io_threads = 2;                        // 1..64
     std::vector<std::string> api_keys;         // empty = no auth
     std::vector<std::string> allowed_origins;  // empty = any Origin for WebSocket upgrades
-    std::string static_dir;                    // empty = no static files
+    std::string static_dir;                    // empty = no static files; else an existing directory
   } server;
   // Per-request and per-connection limits.
   struct Limits {
@@ -42,6 +42,11 @@ struct ServerConfig {
     int max_queue = 64;  // waiting requests per worker
     double request_timeout_s = 120;
     double idle_timeout_s = 300;
+    // Slow clients: the whole request head must arrive within header_timeout_s of its first
+    // byte, and a body must keep up at least min_body_bytes_per_s (its deadline is
+    // header_timeout_s + expected bytes / this rate).
+    double header_timeout_s = 10;
+    double min_body_bytes_per_s = 1024;
     int max_batch_size = 10;  // writeup batch_size / OpenAI n (1..64)
     int max_length = 256;     // new tokens per request (1..4096)
     std::size_t max_ws_message_bytes = 1 << 20;
@@ -70,7 +75,8 @@ struct ServerConfig {
   // Reads and parses `file`; errors name the file.
   static ServerConfig load(const std::filesystem::path& file);
   // Final checks after flags: at least one model, unique names, defaults.model names a model
-  // (when empty, set to the first model's name), port 0..65535, and the ranges from_json checks.
+  // (when empty, set to the first model's name), port 0..65535, server.static_dir (when set)
+  // is an existing directory, and the ranges from_json checks.
   void validate();
 };
 

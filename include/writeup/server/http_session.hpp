@@ -3,32 +3,35 @@
 #include <boost/beast/http.hpp>
 
 #include <deque>
+#include <exception>
 #include <memory>
 #include <optional>
 
-#include "writeup/service/flight.hpp"
+#include "writeup/server/reply_events.hpp"
 #include "writeup/server/router.hpp"
 
 namespace writeup::server {
 
 namespace beast = boost::beast;
+class PendingHeads;
 
 // One HTTP connection: reads requests, answers them (async ones from the engine through the
 // connection's strand), upgrades the writeup WebSocket path. One write in flight at a time.
+//
+// Reading has deadlines: an idle connection waits idle_timeout_s for a first byte, the whole
+// head must then arrive within header_timeout_s (or idle_timeout_s when shorter), and the body
+// within header_timeout_s plus its announced size (else max_body_bytes) at min_body_bytes_per_s. While it waits for a head the connection is listed in
+// PendingHeads, so that a full server can shed it. Request parsing and tokenizing run on the
+// CPU pool (ServerContext::offload), never on an I/O thread. Every completion handler catches
+// what one request can raise and turns it into that request's 500 (or closes this connection).
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx);
+  HttpSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx,
+              std::shared_ptr<PendingHeads> heads);
   ~HttpSession();
   void run();
 
  private:
-  void do_read();
-  void on_read(beast::error_code ec, std::size_t bytes);
-  void handle(Request req);
-  void start_completions(const Request& req, const Route& route);
-  void start_generate(const Request& req, const Route& route);
-  void upgrade(Request req);
-
   // Where an asynchronous answer goes: the request's HTTP version, keep-alive and route.
   struct ReplyTo {
     unsigned version = 11;
@@ -40,14 +43,37 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       return r;
     }
   };
+
+  void do_read();
+  void on_first_bytes(beast::error_code ec, std::size_t bytes);
+  void read_header();
+  void on_header(beast::error_code ec, std::size_t bytes);
+  void read_body();
+  void on_read(beast::error_code ec, std::size_t bytes);
+  void read_failed(beast::error_code ec);
+  void stop_waiting_for_head();
+  void handle(Request req);
+  // Runs handle_immediate() for a CPU-heavy route on the CPU pool.
+  void start_cpu_route(std::shared_ptr<const Request> req, const Route& route);
+  void start_completions(std::shared_ptr<const Request> req, const Route& route);
+  void start_generate(std::shared_ptr<const Request> req, const Route& route);
+  void run_completions(const ReplyTo& reply, api::CompletionRequest request, service::Prepared prepared);
+  void run_generate(const ReplyTo& reply, api::WriteupRequest request, service::Prepared prepared);
+  void upgrade(Request req);
+  // The error response for what a request raised (ApiError as is, the rest 500).
+  void send_error(const ReplyTo& to, std::exception_ptr error);
+
+  // Where the events of this request's generation deliver its answer.
+  ReplySink sink(const ReplyTo& reply);
   // Called from a worker thread: answers on the connection's strand.
   void reply_later(const ReplyTo& to, int status, std::string body);
   void reply_later(const ReplyTo& to, const api::ApiError& error);
 
   void send(Response res, const std::string& route);
   void on_write(bool close, beast::error_code ec, std::size_t bytes);
-  // Server-sent events: a chunked response whose chunks are written one at a time.
-  void start_stream(const Request& req);
+  // Server-sent events: a chunked response whose chunks are written one at a time; to an
+  // HTTP/1.0 client the events go out as they are and the end of the stream closes.
+  void start_stream(const ReplyTo& to);
   void stream_chunk(std::string data, bool last);
   void do_stream_write();
   // While a non-streaming answer is computed nothing is read: watch the socket so that a
@@ -55,18 +81,27 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void watch_disconnect();
   void do_close();
   void fail(beast::error_code ec, const char* what);
+  // Runs `fn`; what it throws is logged and ends this request (500, or the connection).
+  template <class Fn>
+  void guarded(const char* where, Fn&& fn) noexcept;
+  void on_exception(const char* where, const char* what) noexcept;
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<ServerContext> ctx_;
+  std::shared_ptr<PendingHeads> heads_;
+  std::uint64_t head_ticket_ = 0;  // listed in heads_ while waiting for a request head
   std::shared_ptr<void> in_flight_;  // the response being written
   std::shared_ptr<service::Subscription> job_;  // the generation this request waits on
   std::deque<std::string> stream_queue_;
   bool stream_writing_ = false;
   bool stream_done_ = false;
   bool stream_keep_alive_ = false;
-  bool busy_ = false;  // a request is being answered
+  bool stream_chunked_ = true;
+  bool busy_ = false;       // a request is being answered
+  bool responded_ = false;  // its response has started going out
+  bool head_request_ = false;  // HEAD: the answer carries headers only
   std::uint64_t closer_id_ = 0;
 };
 

@@ -1,7 +1,10 @@
 #pragma once
 #include <boost/beast/http.hpp>
 
+#include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "writeup/api/api_error.hpp"
 
@@ -15,6 +18,7 @@ using Response = http::response<http::string_body>;
 
 enum class RouteKind {
   immediate,    // answered by handle_immediate()
+  cpu,          // answered by handle_immediate() on the CPU pool: POST /v1/tokenize, /v1/detokenize
   completions,  // POST /v1/completions (async, maybe SSE)
   generate,     // POST /v1/generate or POST /{model_name} (async, writeup fields)
   websocket,    // the writeup WebSocket path (upgrade)
@@ -35,8 +39,16 @@ void check_api_key(const Request& req, const ServerContext& ctx);
 Response json_response(const Request& req, int status, const std::string& body);
 Response error_response(const Request& req, const api::ApiError& error);
 
-// Every route that answers at once: health, ready, metrics, models, tokenize, detokenize,
-// static files, and 404/405 for the rest. Never throws.
+// The regular file under `root_dir` that a request path names ("/" = index.html), or nullopt.
+// Containment holds twice: the path is rebuilt from its segments with empty and "." ones
+// dropped and ".." refused (so "//etc/hostname" and "/../x" stay inside), and the resolved
+// file (symlinks followed) must still lie under the resolved root. A missing root gives nullopt.
+std::optional<std::filesystem::path> contained_file(const std::string& root_dir, std::string_view target_path);
+
+// Every route that answers without the engine: health, ready, metrics, models, tokenize,
+// detokenize, static files, and 404/405 for the rest. Never throws (what a request raises
+// becomes its error response). Tokenize and detokenize cost CPU in proportion to the body:
+// call it for RouteKind::cpu off the I/O threads.
 Response handle_immediate(const Request& req, ServerContext& ctx);
 
 }  // namespace writeup::server

@@ -1,0 +1,32 @@
+#pragma once
+// How a generation's outcome becomes the wire bytes of an HTTP answer: the StreamEvents of one
+// POST /v1/completions (one JSON answer or server-sent events) or POST /v1/generate request.
+// The events run on the flight's thread; they build the bytes there (through api::wire_dump,
+// so they never throw on the text) and hand them to a ReplySink, which takes them to the
+// connection's strand.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "writeup/api/api_error.hpp"
+#include "writeup/api/openai_completions.hpp"
+#include "writeup/api/writeup_protocol.hpp"
+#include "writeup/service/completion_service.hpp"
+#include "writeup/service/flight.hpp"
+
+namespace writeup::server {
+
+struct ReplySink {
+  std::function<void(int status, std::string body)> reply;  // one JSON answer
+  std::function<void(const api::ApiError& error)> error;     // an error answer
+  // Server-sent events: each string is one event's data (JSON); `last` ends the stream with
+  // "[DONE]".
+  std::function<void(std::vector<std::string> data, bool last)> events;
+};
+
+service::StreamEvents completion_events(const api::CompletionRequest& request, const service::Prepared& prepared,
+                                        ReplySink sink);
+service::StreamEvents generate_events(const api::WriteupRequest& request, const service::Prepared& prepared,
+                                      ReplySink sink);
+
+}  // namespace writeup::server
