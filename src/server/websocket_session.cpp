@@ -135,14 +135,15 @@ void WebSocketSession::do_read() {
 }
 
 void WebSocketSession::on_read(beast::error_code ec, std::size_t) {
-  if (ec) {
-    cancel_current(false);  // a closed connection cancels its work
-    if (ec == websocket::error::message_too_big) {
-      log::info("websocket: closing, message over " + std::to_string(ctx_->config.limits.max_ws_message_bytes) + " bytes");
-    }
-    return fail(ec, "read");
-  }
   guarded("read", [&] {
+    if (ec) {
+      cancel_current(false);  // a closed connection cancels its work
+      if (ec == websocket::error::message_too_big) {
+        log::info("websocket: closing, message over " + std::to_string(ctx_->config.limits.max_ws_message_bytes) +
+                  " bytes");
+      }
+      return fail(ec, "read");
+    }
     std::string text = beast::buffers_to_string(buffer_.data());
     buffer_.consume(buffer_.size());
     if (closing_) return;  // the session is closing: nothing more is answered

@@ -413,3 +413,13 @@ def test_errors_and_cancels_are_each_counted_once():
         assert after["200"] - before["200"] == 1
     finally:
         assert s.stop() == 0
+
+
+def test_max_ws_queued_bytes_is_range_checked_at_start(tmp_path):
+    import subprocess
+    from conftest import SERVER_BIN
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps(config(limits={"max_ws_queued_bytes": 0})))
+    r = subprocess.run([SERVER_BIN, "--config", str(cfg), "--port", "0"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "limits.max_ws_queued_bytes" in r.stdout + r.stderr
