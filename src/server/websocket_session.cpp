@@ -103,8 +103,18 @@ void WebSocketSession::run(Request upgrade) {
       std::chrono::duration<double>(ctx_->config.limits.idle_timeout_s));
   timeout.keep_alive_pings = true;  // a peer that answers pings is not idle
   ws_.set_option(timeout);
-  ws_.set_option(websocket::stream_base::decorator(
-      [](websocket::response_type& res) { res.set(http::field::server, "writeup"); }));
+  // Beast answers a malformed handshake itself (400, or 426 for a version it does not speak):
+  // in the server's JSON error shape, and counted.
+  ws_.set_option(websocket::stream_base::decorator([this](websocket::response_type& res) {
+    res.set(http::field::server, "writeup");
+    if (res.result() == http::status::switching_protocols) return;
+    handshake_status_ = res.result_int();
+    const api::ApiError e(handshake_status_, handshake_status_ == 426 ? "upgrade_required" : "bad_websocket_handshake",
+                          res.body());
+    res.set(http::field::content_type, "application/json");
+    res.body() = api::wire_dump(e.to_json());
+    res.prepare_payload();
+  }));
   ws_.read_message_max(ctx_->config.limits.max_ws_message_bytes);
   auto req = std::make_shared<Request>(std::move(upgrade));
   net::dispatch(ws_.get_executor(), [self = shared_from_this(), req] {
@@ -115,7 +125,10 @@ void WebSocketSession::run(Request upgrade) {
 }
 
 void WebSocketSession::on_accept(beast::error_code ec) {
-  if (ec) return fail(ec, "accept");
+  if (ec) {
+    if (handshake_status_ != 0) ctx_->count_request(kRoute, handshake_status_);
+    return fail(ec, "accept");
+  }
   guarded("accept", [&] {
     ctx_->count_request(kRoute, 101);
     std::weak_ptr<WebSocketSession> weak = shared_from_this();

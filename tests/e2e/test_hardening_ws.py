@@ -423,3 +423,30 @@ def test_max_ws_queued_bytes_is_range_checked_at_start(tmp_path):
     r = subprocess.run([SERVER_BIN, "--config", str(cfg), "--port", "0"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "limits.max_ws_queued_bytes" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("headers,status,code", [
+    ({"Sec-WebSocket-Key": None}, 400, "bad_websocket_handshake"),
+    ({"Sec-WebSocket-Version": "12"}, 426, "upgrade_required"),
+])
+def test_malformed_handshakes_get_json_errors_and_are_counted(headers, status, code):
+    s = Server(config=config())
+    try:
+        raw = upgrade_bytes()
+        for k, v in headers.items():
+            lines = [l for l in raw.split(b"\r\n") if not l.startswith(k.encode() + b":")]
+            if v is not None:
+                lines.insert(1, f"{k}: {v}".encode())
+            raw = b"\r\n".join(lines)
+        before = metric(s, "writeup_requests_total", route=ROUTE, status=str(status))
+        with raw_connect() as sock:
+            sock.connect(("127.0.0.1", s.port))
+            sock.sendall(raw)
+            got, _, body = Reader(sock).http_response()
+        assert got == status
+        err = json.loads(body)["error"]
+        assert err["code"] == code and "WebSocket" in err["message"]
+        assert metric(s, "writeup_requests_total", route=ROUTE, status=str(status)) - before == 1
+        assert_alive_and_serving(s)
+    finally:
+        assert s.stop() == 0

@@ -92,6 +92,7 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
   std::shared_ptr<Running> current_;
   std::uint64_t closer_id_ = 0;
   bool authorized_ = true;
+  int handshake_status_ = 0;  // of the answer to a handshake Beast refused
 };
 
 }  // namespace writeup::server
