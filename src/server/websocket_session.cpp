@@ -37,6 +37,7 @@ constexpr const char* kRoute = "/ws/async/writeup";
 // takes the close frame) before the TCP connection is dropped.
 constexpr auto kCloseGrace = std::chrono::seconds(10);
 constexpr auto kHandshakeTimeout = std::chrono::seconds(30);
+constexpr double kLongestIdleS = 365.0 * 24 * 3600;  // any longer is "never" (and fits a duration)
 
 }  // namespace
 
@@ -100,7 +101,7 @@ void WebSocketSession::run(Request upgrade) {
   websocket::stream_base::timeout timeout;
   timeout.handshake_timeout = kHandshakeTimeout;
   timeout.idle_timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(ctx_->config.limits.idle_timeout_s));
+      std::chrono::duration<double>(std::min(ctx_->config.limits.idle_timeout_s, kLongestIdleS)));
   timeout.keep_alive_pings = true;  // a peer that answers pings is not idle
   ws_.set_option(timeout);
   // Beast answers a malformed handshake itself (400, or 426 for a version it does not speak):
