@@ -141,6 +141,8 @@ void check_values(const ServerConfig& c) {
   check_int("limits.max_length", c.limits.max_length, 1, 4096);
   check_int("limits.max_ws_message_bytes", static_cast<long long>(c.limits.max_ws_message_bytes),
             1, LLONG_MAX);
+  check_int("limits.max_ws_queued_bytes", static_cast<long long>(c.limits.max_ws_queued_bytes),
+            1, LLONG_MAX);
   check_int("stream.every_words", c.stream.every_words, 1, 100);
   if (!c.cache.redis.empty() &&
       (c.cache.redis.rfind("redis://", 0) != 0 || c.cache.redis.size() == 8)) {
@@ -187,7 +189,7 @@ ServerConfig ServerConfig::from_json(const json& j) {
     const Section s(j["limits"], "limits",
                     {"max_body_bytes", "max_connections", "max_queue", "request_timeout_s",
                      "idle_timeout_s", "header_timeout_s", "min_body_bytes_per_s", "max_batch_size",
-                     "max_length", "max_ws_message_bytes"});
+                     "max_length", "max_ws_message_bytes", "max_ws_queued_bytes"});
     s.integer("max_body_bytes", c.limits.max_body_bytes);
     s.integer("max_connections", c.limits.max_connections);
     s.integer("max_queue", c.limits.max_queue);
@@ -198,6 +200,7 @@ ServerConfig ServerConfig::from_json(const json& j) {
     s.integer("max_batch_size", c.limits.max_batch_size);
     s.integer("max_length", c.limits.max_length);
     s.integer("max_ws_message_bytes", c.limits.max_ws_message_bytes);
+    s.integer("max_ws_queued_bytes", c.limits.max_ws_queued_bytes);
   }
   if (j.contains("stream")) {
     const Section s(j["stream"], "stream", {"every_words"});

@@ -1,5 +1,7 @@
 #include "writeup/api/writeup_protocol.hpp"
 
+#include "writeup/api/wire_json.hpp"
+
 #include <gtest/gtest.h>
 
 using namespace writeup::api;
@@ -112,4 +114,37 @@ TEST(WriteupProtocol, SamplingParamsFollowTheProtocol) {
   p = to_sampling_params(r, 42);
   EXPECT_EQ(p.seed, 7u);
   EXPECT_FLOAT_EQ(p.top_p, 0.9f);
+}
+
+TEST(WriteupProtocol, MessagesThatAreNotUtf8AreRejectedAsInvalidJson) {
+  for (const std::string text : {std::string("{\"message_type\":\"new_request\",\"prompt\":\"\xff\"}"),
+                                 std::string("{\"message_type\":\"new_\xc3\"}"), std::string("\xfe\xff")}) {
+    WriteupRequest partial;
+    try {
+      parse_client_message(text, {}, &partial);
+      ADD_FAILURE() << "accepted a message that is not UTF-8";
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400);
+      EXPECT_EQ(e.code(), "invalid_json");
+    }
+    EXPECT_EQ(partial.prompt, "");
+  }
+}
+
+// Error frames may quote bytes a client sent (a header, a query string, a form key): they go to
+// the wire through wire_dump, which replaces what is not UTF-8 where a plain dump() throws.
+TEST(WriteupProtocol, ErrorFramesQuotingBytesThatAreNotUtf8StillReachTheWire) {
+  const ApiError e(403, "origin_not_allowed", "origin http://\xff.example is not allowed", "or\xc3igin");
+  const auto frame = make_error_frame("prompt \xfe", 2, e);
+  EXPECT_THROW((void)frame.dump(), nlohmann::json::type_error);
+  const auto back = nlohmann::json::parse(wire_dump(frame));
+  const auto& m = back["message"];
+  EXPECT_EQ(m["message_type"], "error");
+  EXPECT_EQ(m["prompt"], "prompt \xef\xbf\xbd");
+  EXPECT_EQ(m["error"]["code"], "origin_not_allowed");
+  EXPECT_EQ(m["error"]["message"], "origin http://\xef\xbf\xbd.example is not allowed");
+  EXPECT_EQ(m["error"]["field"], "or\xef\xbf\xbdigin");
+  EXPECT_EQ(m["text_1"], "");
+  const auto oom = nlohmann::json::parse(wire_dump(make_oom_frame("\xff", 1)));
+  EXPECT_EQ(oom["message"]["message_type"], "oom_response");
 }

@@ -50,6 +50,8 @@ struct ServerConfig {
     int max_batch_size = 10;  // writeup batch_size / OpenAI n (1..64)
     int max_length = 256;     // new tokens per request (1..4096)
     std::size_t max_ws_message_bytes = 1 << 20;
+    // Outbound WebSocket frames waiting for a slow reader, per connection (beyond: closed, 1008).
+    std::size_t max_ws_queued_bytes = 4 << 20;
   } limits;
   // Streaming of partial results.
   struct Stream {
