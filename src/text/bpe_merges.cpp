@@ -17,6 +17,13 @@ std::uint64_t candidate(int rank, int pos) {
 int rank_of(std::uint64_t c) { return static_cast<int>(c >> 32); }
 int pos_of(std::uint64_t c) { return static_cast<int>(c & 0xFFFFFFFFu); }
 
+struct Scratch {
+  std::vector<int> next, prev;    // the linked list of symbols, by index
+  std::vector<std::uint64_t> heap;  // candidate merges
+  std::vector<int> pass;           // the positions of one rank's candidates
+};
+constexpr std::size_t kKeepScratch = 4096;  // symbols; larger buffers are freed after use
+
 }  // namespace
 
 void BpeMerges::add(int left, int right, int rank, int merged) {
@@ -39,13 +46,21 @@ const BpeMerges::Merge* BpeMerges::find(int left, int right) const {
 void BpeMerges::apply(std::vector<int>& symbols) const {
   const int n = static_cast<int>(symbols.size());
   if (n < 2) return;
-  std::vector<int> next(static_cast<std::size_t>(n)), prev(static_cast<std::size_t>(n));
+  // Scratch space reused across calls on a thread: most words are short, and four
+  // allocations per word would cost more than the merging.
+  thread_local Scratch scratch;
+  std::vector<int>& next = scratch.next;
+  std::vector<int>& prev = scratch.prev;
+  std::vector<std::uint64_t>& heap = scratch.heap;
+  std::vector<int>& pass = scratch.pass;
+  const auto size = static_cast<std::size_t>(n);
+  next.resize(size);
+  prev.resize(size);
+  heap.clear();
   for (int i = 0; i < n; ++i) {
     prev[i] = i - 1;
     next[i] = (i + 1 < n) ? i + 1 : kNone;
   }
-  std::vector<std::uint64_t> heap;
-  heap.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i + 1 < n; ++i) {
     if (const Merge* m = find(symbols[i], symbols[i + 1])) heap.push_back(candidate(m->rank, i));
   }
@@ -59,7 +74,6 @@ void BpeMerges::apply(std::vector<int>& symbols) const {
     }
   };
 
-  std::vector<int> pass;
   while (!heap.empty()) {
     const int rank = rank_of(heap.front());
     pass.clear();
@@ -88,6 +102,7 @@ void BpeMerges::apply(std::vector<int>& symbols) const {
   std::size_t w = 0;
   for (int i = 0; i != kNone; i = next[i]) symbols[w++] = symbols[i];  // index 0 never dies
   symbols.resize(w);
+  if (scratch.next.capacity() > kKeepScratch) scratch = Scratch();  // a long word's buffers
 }
 
 }  // namespace writeup::text
