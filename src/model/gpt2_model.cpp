@@ -50,9 +50,7 @@ at::Tensor lm_head(const at::Tensor& x, const at::Tensor& weight) {
 }  // namespace
 
 std::string model_fingerprint(const SafetensorsFile& file) {
-  std::uint64_t h = fnv1a64(file.header());
-  h = splitmix64(h ^ file.file_size());
-  return to_hex64(h);
+  return to_hex64(file.content_digest());
 }
 
 std::shared_ptr<GPT2Model> GPT2Model::load(const std::filesystem::path& dir,

@@ -14,7 +14,12 @@
 namespace writeup::text {
 namespace {
 
-constexpr std::size_t kCacheLimit = 200000;  // words; the cache is cleared when full
+// What one cached word costs besides its key and ids: node, bucket, string and vector headers.
+constexpr std::size_t kCacheEntryOverhead = 96;
+
+std::size_t cache_cost(std::string_view word, const std::vector<int>& ids) {
+  return word.size() + ids.size() * sizeof(int) + kCacheEntryOverhead;
+}
 
 std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -47,11 +52,6 @@ std::unordered_map<std::string, int> vocab_from_json(const nlohmann::json& j,
     vocab.emplace(key, value.get<int>());
   }
   return vocab;
-}
-
-std::uint64_t pair_key(int a, int b) {
-  return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) |
-         static_cast<std::uint32_t>(b);
 }
 
 }  // namespace
@@ -91,7 +91,7 @@ BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int> vocab,
       throw std::runtime_error(source + ": merge " + std::to_string(rank + 1) + " '" + a + " " +
                                b + "' uses a token not in the vocabulary");
     }
-    merges_.try_emplace(pair_key(ia->second, ib->second), static_cast<int>(rank), im->second);
+    merges_.add(ia->second, ib->second, static_cast<int>(rank), im->second);
   }
   auto eos = vocab_.find(std::string(kEndOfText));
   eos_id_ = (eos != vocab_.end()) ? eos->second : -1;
@@ -183,7 +183,8 @@ std::vector<int> BpeTokenizer::encode(std::string_view text) const {
 }
 
 void BpeTokenizer::encode_word(std::string_view word, std::vector<int>& out) const {
-  {
+  const bool cacheable = word.size() <= cache_limits_.max_word_bytes;
+  if (cacheable) {
     std::lock_guard lock(cache_mutex_);
     if (auto it = cache_.find(word); it != cache_.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
@@ -192,40 +193,36 @@ void BpeTokenizer::encode_word(std::string_view word, std::vector<int>& out) con
   }
   auto ids = bpe(word);
   out.insert(out.end(), ids.begin(), ids.end());
+  if (!cacheable) return;
+  const std::size_t cost = cache_cost(word, ids);
   std::lock_guard lock(cache_mutex_);
-  if (cache_.size() >= kCacheLimit) cache_.clear();
-  cache_.emplace(std::string(word), std::move(ids));
+  if (cache_.size() + 1 > cache_limits_.entries || cache_bytes_ + cost > cache_limits_.bytes) {
+    cache_.clear();
+    cache_bytes_ = 0;
+  }
+  if (cost <= cache_limits_.bytes && cache_limits_.entries > 0 &&
+      cache_.emplace(std::string(word), std::move(ids)).second) {
+    cache_bytes_ += cost;
+  }
+}
+
+void BpeTokenizer::set_cache_limits(const CacheLimits& limits) {
+  std::lock_guard lock(cache_mutex_);
+  cache_limits_ = limits;
+  cache_.clear();
+  cache_bytes_ = 0;
+}
+
+BpeTokenizer::CacheStats BpeTokenizer::cache_stats() const {
+  std::lock_guard lock(cache_mutex_);
+  return {cache_.size(), cache_bytes_};
 }
 
 std::vector<int> BpeTokenizer::bpe(std::string_view word) const {
   std::vector<int> parts;
   parts.reserve(word.size());
   for (unsigned char c : word) parts.push_back(byte_id_[c]);
-  while (parts.size() > 1) {
-    // The lowest-ranked adjacent pair merges first, at every place it occurs.
-    int best_rank = std::numeric_limits<int>::max(), merged = -1;
-    std::uint64_t best_key = 0;
-    for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
-      auto it = merges_.find(pair_key(parts[i], parts[i + 1]));
-      if (it != merges_.end() && it->second.first < best_rank) {
-        best_rank = it->second.first;
-        merged = it->second.second;
-        best_key = it->first;
-      }
-    }
-    if (merged < 0) break;
-    std::size_t w = 0;
-    for (std::size_t i = 0; i < parts.size(); ++w) {
-      if (i + 1 < parts.size() && pair_key(parts[i], parts[i + 1]) == best_key) {
-        parts[w] = merged;
-        i += 2;
-      } else {
-        parts[w] = parts[i];
-        i += 1;
-      }
-    }
-    parts.resize(w);
-  }
+  merges_.apply(parts);
   return parts;
 }
 

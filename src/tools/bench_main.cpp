@@ -1,6 +1,6 @@
 // writeup-bench: measurements that do not belong in tests (the machine is shared and noisy,
 // so every figure is the median of repeated runs).
-//   writeup-bench tokenizer [--model DIR] [--mb N] [--runs N]
+//   writeup-bench tokenizer [--model DIR] [--mb N] [--runs N] [--long-word-kb K]
 //   writeup-bench load --model DIR [--runs N]
 //   writeup-bench decode --model DIR [--tokens N] [--runs N] [--threads N] [--device D] [--dtype T]
 //   writeup-bench engine --model DIR [--concurrency 1,4,8,16] [--tokens N] [--runs N] [--device D] [--dtype T]
@@ -101,6 +101,25 @@ int bench_tokenizer(const writeup::tools::CliArgs& args) {
   std::printf("{\"bench\":\"tokenizer\",\"bytes\":%zu,\"tokens\":%zu,\"cold_mb_per_s\":%.2f,"
               "\"warm_mb_per_s\":%.2f,\"runs\":%d}\n",
               corpus.size(), tokens, median(cold), median(warm), runs);
+  // One pre-tokenizer word of K KB of random letters: the BPE merge of a single long word
+  // (what a prompt without spaces costs; it was quadratic in the word's length).
+  const double long_kb = args.get_double("long-word-kb", 0);
+  if (long_kb > 0) {
+    std::string word;
+    std::uniform_int_distribution<int> letter(0, 25);
+    while (word.size() < long_kb * 1000) word.push_back(static_cast<char>('a' + letter(rng)));
+    std::vector<double> secs;
+    std::size_t word_tokens = 0;
+    for (int r = 0; r < runs; ++r) {
+      auto fresh = writeup::text::BpeTokenizer::from_model_dir(dir);
+      const auto t = Clock::now();
+      word_tokens = fresh->encode(word).size();
+      secs.push_back(seconds_since(t));
+    }
+    std::printf("{\"bench\":\"tokenizer_long_word\",\"bytes\":%zu,\"tokens\":%zu,"
+                "\"median_s\":%.4f,\"runs\":%d}\n",
+                word.size(), word_tokens, median(secs), runs);
+  }
   return 0;
 }
 
@@ -346,7 +365,7 @@ int main(int argc, char** argv) {
   const std::string mode = argv[1];
   try {
     writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions", "prompt-tokens",
-                                                           "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel"},
+                                                           "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel", "long-word-kb"},
                                  {});
     // --kernel avx2|generic: the packed kernels an older CPU would run (for before/after ratios)
     const std::string kernel = args.get("kernel", "auto");

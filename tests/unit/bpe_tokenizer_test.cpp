@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "test_support.hpp"
@@ -135,4 +136,42 @@ TEST(BpeTokenizer, IsSafeToUseFromManyThreads) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(BpeTokenizer, WordsTooLongToBeWorthCachingAreNotCached) {
+  auto tok = BpeTokenizer::from_model_dir(t::model_dir("tiny-gpt2"));
+  const std::string long_word(BpeTokenizer::CacheLimits{}.max_word_bytes + 1, 'x');
+  const auto ids = tok->encode(long_word);
+  EXPECT_EQ(tok->decode(ids), long_word);
+  EXPECT_EQ(tok->cache_stats().entries, 0u);
+  EXPECT_EQ(tok->cache_stats().bytes, 0u);
+  tok->encode("hello");
+  EXPECT_EQ(tok->cache_stats().entries, 1u);
+  EXPECT_EQ(tok->encode(long_word), ids);  // merged again, same ids
+  EXPECT_EQ(tok->cache_stats().entries, 1u);
+}
+
+TEST(BpeTokenizer, WordCacheStaysWithinItsEntryAndByteLimits) {
+  auto tok = BpeTokenizer::from_model_dir(t::model_dir("tiny-gpt2"));
+  const auto uncached = BpeTokenizer::from_model_dir(t::model_dir("tiny-gpt2"));
+  uncached->set_cache_limits({.entries = 0, .bytes = 0, .max_word_bytes = 0});
+  BpeTokenizer::CacheLimits limits{.entries = 50, .bytes = 4000, .max_word_bytes = 64};
+  tok->set_cache_limits(limits);
+  std::size_t most_entries = 0, most_bytes = 0;
+  for (int i = 0; i < 3000; ++i) {
+    // Distinct words of growing length, up to the longest cacheable one.
+    std::string word = " w";
+    for (int k = i; k > 0; k /= 26) word.push_back(static_cast<char>('a' + k % 26));
+    word.append(static_cast<std::size_t>(i % 56), 'q');
+    const auto ids = tok->encode(word);
+    ASSERT_EQ(ids, uncached->encode(word)) << word;
+    const auto stats = tok->cache_stats();
+    most_entries = std::max(most_entries, stats.entries);
+    most_bytes = std::max(most_bytes, stats.bytes);
+    ASSERT_LE(stats.entries, limits.entries);
+    ASSERT_LE(stats.bytes, limits.bytes);
+  }
+  EXPECT_GT(most_entries, 1u);  // the cache was used
+  EXPECT_GT(most_bytes, limits.bytes / 2);
+  EXPECT_EQ(uncached->cache_stats().entries, 0u);
 }

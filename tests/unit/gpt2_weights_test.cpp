@@ -138,3 +138,38 @@ TEST(GPT2Weights, FingerprintIsStableAndTellsFilesApart) {
   EXPECT_NE(a1, hub);
   EXPECT_NE(a1, f16);
 }
+
+TEST(GPT2Weights, FingerprintChangesWithOneWeightInTheMiddleOfATensor) {
+  // A retrained model with the same shapes has the same header and size: the fingerprint must
+  // still change, or the response cache serves the old model's texts.
+  const auto src = t::model_dir("tiny-gpt2");
+  const auto original = GPT2Model::load(src)->fingerprint();
+  auto file = SafetensorsFile::open(src / "model.safetensors");
+  const std::uint64_t data_offset = 8 + file->header().size();
+  std::vector<const TensorInfo*> targets;
+  for (const auto& ti : file->tensors()) {
+    if (ti.name.find("h.0.mlp.c_fc.weight") != std::string::npos ||
+        ti.name.find("ln_f.bias") != std::string::npos) {
+      targets.push_back(&ti);
+    }
+  }
+  ASSERT_EQ(targets.size(), 2u);
+  for (const TensorInfo* ti : targets) {
+    t::TempDir dir;
+    for (const char* f : {"config.json", "vocab.json", "merges.txt", "model.safetensors"}) {
+      fs::copy_file(src / f, dir / f);
+    }
+    EXPECT_EQ(GPT2Model::load(dir.path())->fingerprint(), original);  // same bytes elsewhere
+    std::string bytes = t::read_file(dir / "model.safetensors");
+    const std::uint64_t at = data_offset + ti->begin + (ti->numel() / 2) * 4;
+    float v = 0;
+    std::memcpy(&v, bytes.data() + at, 4);
+    v = -v - 1.0f;
+    std::memcpy(bytes.data() + at, &v, 4);
+    t::write_file(dir / "model.safetensors", bytes);
+    auto changed = SafetensorsFile::open(dir / "model.safetensors");
+    EXPECT_EQ(changed->header(), file->header());
+    EXPECT_EQ(changed->file_size(), file->file_size());
+    EXPECT_NE(GPT2Model::load(dir.path())->fingerprint(), original) << ti->name;
+  }
+}

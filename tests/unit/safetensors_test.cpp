@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "test_support.hpp"
@@ -124,4 +125,103 @@ TEST(Safetensors, WriterRoundTrips) {
   EXPECT_THROW(write_safetensors(dir / "y.safetensors", specs, {},
                                  [](std::size_t) { return std::string(3, 'x'); }),
                ModelError);
+}
+
+namespace {
+
+// A file of `n` F32 tensors of `elems` values each; value i of tensor k is k * 1e6 + i, except
+// that the value at `change` (tensor, index) is replaced by another.
+std::filesystem::path write_model(const t::TempDir& dir, const std::string& name, int n,
+                                  std::int64_t elems, std::pair<int, std::int64_t> change = {-1, 0}) {
+  std::vector<TensorSpec> specs;
+  for (int k = 0; k < n; ++k) specs.push_back({"t" + std::to_string(k), DType::F32, {elems}});
+  write_safetensors(dir / name, specs, {{"format", "pt"}}, [&](std::size_t k) {
+    std::vector<float> v(static_cast<std::size_t>(elems));
+    for (std::int64_t i = 0; i < elems; ++i) {
+      v[static_cast<std::size_t>(i)] = static_cast<float>(k * 1000000 + static_cast<std::size_t>(i));
+    }
+    if (change.first == static_cast<int>(k)) {
+      auto& x = v[static_cast<std::size_t>(change.second)];
+      x = -x - 1.0f;  // always another value (adding a small one may round back)
+    }
+    return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+  });
+  return dir / name;
+}
+
+std::uint64_t digest(const std::filesystem::path& path) {
+  return SafetensorsFile::open(path)->content_digest();
+}
+
+}  // namespace
+
+TEST(Safetensors, DigestDependsOnTensorValuesNotJustTheHeader) {
+  t::TempDir dir;
+  // 12 tensors of 1 MiB: large enough to be sampled rather than hashed whole.
+  const std::int64_t elems = 1 << 18;
+  const auto a = write_model(dir, "a.safetensors", 12, elems);
+  const auto a2 = write_model(dir, "a2.safetensors", 12, elems);
+  EXPECT_EQ(digest(a), digest(a));
+  EXPECT_EQ(digest(a), digest(a2));  // same bytes, another file
+  EXPECT_EQ(SafetensorsFile::open(a)->header(), SafetensorsFile::open(a2)->header());
+  // One value in the middle of a tensor, in a tensor at the start, middle and end of the file.
+  for (const int k : {0, 5, 11}) {
+    const auto b = write_model(dir, "b" + std::to_string(k) + ".safetensors", 12, elems,
+                               {k, elems / 2});
+    const auto fb = SafetensorsFile::open(b);
+    EXPECT_EQ(fb->header(), SafetensorsFile::open(a)->header());
+    EXPECT_EQ(fb->file_size(), SafetensorsFile::open(a)->file_size());
+    EXPECT_NE(fb->content_digest(), digest(a)) << "tensor " << k;
+  }
+}
+
+TEST(Safetensors, DigestHashesSmallFilesWhole) {
+  t::TempDir dir;
+  const auto a = write_model(dir, "a.safetensors", 3, 1000);
+  const auto windows = SafetensorsFile::open(a)->digest_windows();
+  ASSERT_EQ(windows.size(), 1u);
+  EXPECT_EQ(windows[0].first, 0u);
+  EXPECT_EQ(windows[0].second, 12000u);
+  // Any value: the first, one near the end of a tensor, the last.
+  for (const auto& [k, i] : std::vector<std::pair<int, std::int64_t>>{{0, 0}, {1, 997}, {2, 999}}) {
+    const auto b = write_model(dir, "b.safetensors", 3, 1000, {k, i});
+    EXPECT_NE(digest(b), digest(a)) << k << "," << i;
+  }
+}
+
+TEST(Safetensors, DigestWindowsSpanTheWholeDataSection) {
+  t::TempDir dir;
+  const std::int64_t elems = 300000;  // 1.2 MB per tensor, 20 tensors
+  const auto path = write_model(dir, "a.safetensors", 20, elems);
+  const auto f = SafetensorsFile::open(path);
+  const std::uint64_t data_bytes = 20ull * elems * 4;
+  const auto windows = f->digest_windows();
+  const std::uint64_t w = SafetensorsFile::kDigestWindowBytes;
+  ASSERT_EQ(windows.size(), 2 + SafetensorsFile::kDigestSpacedWindows + 20);
+  EXPECT_EQ(windows[0], std::make_pair(std::uint64_t{0}, w));
+  EXPECT_EQ(windows[1], std::make_pair(data_bytes - w, data_bytes));
+  // Evenly spaced: no gap between consecutive windows is larger than 1/63 of the data.
+  std::uint64_t last_begin = 0;
+  for (std::size_t i = 2; i < 2 + SafetensorsFile::kDigestSpacedWindows; ++i) {
+    EXPECT_LE(windows[i].first - last_begin, data_bytes / 63 + 1);
+    EXPECT_LE(windows[i].second, data_bytes);
+    last_begin = windows[i].first;
+  }
+  EXPECT_EQ(last_begin, data_bytes - w);
+  // One window in the middle of every tensor.
+  for (const auto& ti : f->tensors()) {
+    const auto mid = (ti.begin + ti.end) / 2;
+    EXPECT_TRUE(std::any_of(windows.begin() + 2 + SafetensorsFile::kDigestSpacedWindows,
+                            windows.end(),
+                            [&](const auto& win) { return win.first <= mid && mid < win.second; }))
+        << ti.name;
+  }
+  // Each window's bytes count: changing a value inside any spaced window changes the digest.
+  const auto base = f->content_digest();
+  for (const std::size_t i : {std::size_t{2}, std::size_t{20}, std::size_t{40}}) {
+    const auto at = (windows[i].first + windows[i].second) / 2 / 4;  // a value inside it
+    const auto b = write_model(dir, "b.safetensors", 20, elems,
+                               {static_cast<int>(at / elems), static_cast<std::int64_t>(at % elems)});
+    EXPECT_NE(digest(b), base) << "window " << i;
+  }
 }

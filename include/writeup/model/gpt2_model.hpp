@@ -87,7 +87,8 @@ class GPT2Model {
   PackedLinear packed_lm_head_;
 };
 
-// Stable fingerprint of a safetensors file (header bytes and file size).
+// Stable fingerprint of a safetensors file: its header, size and sampled tensor values
+// (SafetensorsFile::content_digest).
 std::string model_fingerprint(const SafetensorsFile& file);
 
 }  // namespace writeup::model

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace writeup::model {
@@ -45,6 +46,19 @@ class SafetensorsFile {
   const TensorInfo* find(std::string_view name) const;  // nullptr when absent
   // The tensor's bytes inside the mapping (valid while this object lives).
   const std::byte* data(const TensorInfo& info) const;
+
+  // A stable 64-bit digest that changes with the tensor values without reading them all: the
+  // header and file size, then the data section whole when it is at most kDigestWholeBytes,
+  // else the windows below. Reads ~1.5 MB of a 1.4 GB file.
+  static constexpr std::uint64_t kDigestWindowBytes = 4096;
+  static constexpr std::uint64_t kDigestWholeBytes = 1ull << 20;
+  static constexpr std::size_t kDigestSpacedWindows = 64;
+  static constexpr std::size_t kDigestMaxTensorWindows = 1024;
+  std::uint64_t content_digest() const;
+  // The [begin, end) byte ranges of the data section that content_digest() hashes, in order:
+  // the first and last window, kDigestSpacedWindows evenly spaced ones, and one in the middle
+  // of every tensor (of evenly chosen ones when there are more than kDigestMaxTensorWindows).
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> digest_windows() const;
 
  private:
   SafetensorsFile() = default;

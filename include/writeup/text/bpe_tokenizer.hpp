@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "writeup/text/bpe_merges.hpp"
+
 namespace writeup::text {
 
 class Pretokenizer;
@@ -41,6 +43,25 @@ class BpeTokenizer {
 
   int vocab_size() const { return static_cast<int>(id_to_bytes_.size()); }
   int eos_id() const { return eos_id_; }
+  // The merge table and the token of each byte (for tests and tools).
+  const BpeMerges& merges() const { return merges_; }
+  int byte_id(unsigned char byte) const { return byte_id_[byte]; }
+
+  // The word cache holds the ids of short words (the ones that repeat); it is emptied when it
+  // reaches `entries` words or `bytes` bytes (keys, ids and a per-entry overhead). Longer words
+  // are merged every time: caching them would only hold memory. Set the limits before the
+  // tokenizer is shared between threads.
+  struct CacheLimits {
+    std::size_t entries = 200000;
+    std::size_t bytes = 32u << 20;
+    std::size_t max_word_bytes = 256;
+  };
+  struct CacheStats {
+    std::size_t entries = 0;
+    std::size_t bytes = 0;
+  };
+  void set_cache_limits(const CacheLimits& limits);
+  CacheStats cache_stats() const;
 
  private:
   BpeTokenizer(std::unordered_map<std::string, int> vocab,
@@ -52,7 +73,7 @@ class BpeTokenizer {
   std::unordered_map<std::string, int> vocab_;       // vocabulary string -> id
   std::vector<std::string> id_to_bytes_;             // id -> raw bytes
   std::array<int, 256> byte_id_{};                   // single-byte token ids
-  std::unordered_map<std::uint64_t, std::pair<int, int>> merges_;  // (a,b) -> (rank, merged)
+  BpeMerges merges_;
   int eos_id_ = -1;
   std::unique_ptr<Pretokenizer> pretokenizer_;
 
@@ -63,6 +84,8 @@ class BpeTokenizer {
   };
   mutable std::mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<int>, WordHash, std::equal_to<>> cache_;
+  mutable std::size_t cache_bytes_ = 0;
+  CacheLimits cache_limits_;
 };
 
 }  // namespace writeup::text
