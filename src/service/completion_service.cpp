@@ -59,6 +59,17 @@ const ModelEntry& CompletionService::model(const std::string& name, const std::s
 Prepared CompletionService::prepare(const api::WriteupRequest& r) const {
   Prepared p;
   p.model = &model(r.model_name, "model_name");
+  // At least one prompt token must fit beside the `length` new ones. The documented range
+  // (1-256) fits every GPT-2 context (1024) but not a small model's: answer what is wrong
+  // rather than generate fewer tokens than asked under the requested length.
+  if (r.length >= p.model->n_positions) {
+    throw api::ApiError::bad_request("length (" + std::to_string(r.length) + ") does not fit model '" +
+                                         p.model->config.name + "': its context is " +
+                                         std::to_string(p.model->n_positions) +
+                                         " tokens, so length must be at most " +
+                                         std::to_string(p.model->n_positions - 1),
+                                     "length");
+  }
   auto ids = encode(*p.model, r.prompt);
   // The editor sends the whole document: keep its most recent tokens that fit the context.
   const int room = p.model->n_positions - r.length;
