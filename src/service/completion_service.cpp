@@ -43,7 +43,18 @@ CompletionService::CompletionService(const server::ServerConfig& config, ModelRe
   cache_ = std::make_unique<cache::Cache>(std::move(o), &metrics);
 }
 
-CompletionService::~CompletionService() = default;
+// The cache goes first, explicitly: its thread answers the claims still waiting (which call
+// run() and forget()), so flights_ and its mutex must still exist then.
+CompletionService::~CompletionService() { stop_cache(); }
+
+void CompletionService::stop_cache() {
+  // reset() nulls cache_ before the cache is destroyed; the claims its thread still answers then
+  // carry no lock token and find the workers stopped (run() reports "shutting down"), so none
+  // of them uses cache_.
+  if (!cache_) return;
+  cache_->flush();  // what the stopped workers and I/O threads posted: stores and releases
+  cache_.reset();
+}
 
 std::string CompletionService::cache_key(std::string_view space, const ModelEntry& m, const std::string& prompt,
                                          const generate::GenerationRequest& r) const {
@@ -190,7 +201,15 @@ bool CompletionService::run(const std::shared_ptr<Flight>& flight, const Prepare
     flight->error(to_api_error(e, message));
     if (!key.empty()) forget(key);
   };
-  if (!p.model->pick().submit(job)) return false;
+  auto& worker = p.model->pick();
+  if (!worker.submit(job)) {
+    if (!worker.stopping()) return false;  // the queue is full: the caller answers 429
+    // Stopping (a claim answered while the server shuts down): say so rather than "busy".
+    if (!lock_token.empty()) cache_->release(key, lock_token);
+    flight->error(to_api_error(engine::JobError::shutdown, "the server is stopping"));
+    if (!key.empty()) forget(key);
+    return true;
+  }
   metrics_.counter("writeup_generations_total", "Generations run by the engine (cache hits and joins excluded)",
                    {{"model", p.model->config.name}})
       .inc();
