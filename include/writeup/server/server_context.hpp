@@ -27,7 +27,9 @@ namespace writeup::server {
 // then only frees memory.
 struct ServerContext {
   explicit ServerContext(ServerConfig cfg);
-  // Calls shutdown(), then logs "server context destroyed" (the e2e tests look for it).
+  // Calls shutdown(), then logs "server context destroyed" (the e2e tests look for it). The
+  // last reference must not be dropped on a worker, cache or CPU-pool thread (shutdown() joins
+  // those): main keeps one until after it called shutdown() itself.
   ~ServerContext();
   ServerContext(const ServerContext&) = delete;
   ServerContext& operator=(const ServerContext&) = delete;
