@@ -18,8 +18,11 @@ using namespace writeup;
 
 namespace {
 
-// Stops accepting, fails queued and cancels running generations, then gives connections a
-// moment to write their last frames before the I/O threads stop.
+// Runs on an I/O thread at SIGINT/SIGTERM. Stops accepting, fails queued and cancels running
+// generations (their last frames go out), asks every session to close, and gives connections
+// a moment to finish before the I/O threads stop. What runs on other threads (cache thread,
+// CPU pool) is stopped by ServerContext::shutdown() once the I/O threads returned: only then
+// can no session call into the service any more.
 void shutdown(net::io_context& ioc, server::Listener& listener, server::ServerContext& ctx) {
   log::info("shutting down");
   ctx.stopping = true;
@@ -80,7 +83,7 @@ int run(int argc, char** argv) {
   for (int i = 1; i < config.server.io_threads; ++i) threads.emplace_back(serve);
   serve();
   for (auto& t : threads) t.join();
-  ctx->models.stop();
+  ctx->shutdown();  // workers, cache thread, CPU pool; the context is freed with the io_context's handlers
   log::info("stopped");
   return 0;
 }

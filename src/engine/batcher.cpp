@@ -8,6 +8,7 @@
 #include <limits>
 #include <utility>
 
+#include "writeup/engine/device_failure.hpp"
 #include "writeup/generate/sampler.hpp"
 #include "writeup/model/device.hpp"
 #include "writeup/metrics/registry.hpp"
@@ -27,7 +28,9 @@ struct Batcher::Sequence {
   bool done = false;
   int last = 0;  // the token to feed next
   int pos = 0;   // where `last` goes in the cache
-  int drawn = -1;  // the next token, sampled ahead in parallel by sample_ahead (-1: none)
+  int drawn = -1;  // the next token, sampled ahead in parallel by sample_ahead (-1: none,
+                   // kSampleFailed: sampling threw, `error` says why)
+  std::string error{};
   Clock::time_point last_time{};
 };
 
@@ -63,6 +66,8 @@ std::size_t available_memory_bytes() {
   return 0;
 }
 
+constexpr int kSampleFailed = -2;
+
 std::string mib(std::size_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
 
 // Draws the next token of every sequence the step's logits [rows, V] are about to feed, in
@@ -88,7 +93,12 @@ void sample_ahead(const std::vector<model::SequenceChunk>& chunks, const std::ve
   at::parallel_for(0, static_cast<std::int64_t>(work.size()), 1, [&](std::int64_t b, std::int64_t e) {
     for (auto w = b; w < e; ++w) {
       auto [s, row] = work[static_cast<std::size_t>(w)];
-      s->drawn = s->sampler.sample({row, vocab});
+      try {
+        s->drawn = s->sampler.sample({row, vocab});
+      } catch (const std::exception& e) {  // this sequence's problem: its job fails, no other
+        s->drawn = kSampleFailed;
+        s->error = e.what();
+      }
     }
   });
 }
@@ -118,11 +128,29 @@ Batcher::Batcher(std::shared_ptr<const model::GPT2Model> model, std::shared_ptr<
     : model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
       options_(std::move(options)),
+      sample_vocab_(sampled_vocab(*model_, *tokenizer_)),
       cache_(model_->make_cache(options_.slots)) {
   for (int i = options_.slots - 1; i >= 0; --i) free_.push_back(i);
 }
 
 Batcher::~Batcher() = default;
+
+int Batcher::sampled_vocab(const model::GPT2Model& model, const text::BpeTokenizer& tokenizer) {
+  const int rows = model.config().vocab_size, ids = tokenizer.vocab_size();
+  if (rows < ids) {
+    throw std::invalid_argument("the model's vocabulary has " + std::to_string(rows) +
+                                " rows but its tokenizer has " + std::to_string(ids) +
+                                " tokens: the tokenizer does not belong to these weights");
+  }
+  const int eos = model.config().eos_token_id;
+  if (eos < 0 || eos >= ids) {
+    throw std::invalid_argument("the model's eos_token_id " + std::to_string(eos) + " is not in its tokenizer's " +
+                                std::to_string(ids) + " tokens");
+  }
+  // rows > ids: a vocabulary padded to a round size (e.g. 50304). The padding rows are never
+  // sampled: the sampler only sees the first `ids` logits of a row.
+  return ids;
+}
 
 void Batcher::admit(std::shared_ptr<Job> job) {
   const auto& r = job->request;
@@ -134,6 +162,12 @@ void Batcher::admit(std::shared_ptr<Job> job) {
                 " sequences this worker runs at once");
   }
   if (r.prompt.empty()) return fail("prompt is empty");
+  for (const int id : r.prompt) {
+    if (id < 0 || id >= sample_vocab_) {
+      return fail("prompt token id " + std::to_string(id) + " is outside the tokenizer's " +
+                  std::to_string(sample_vocab_) + " tokens");
+    }
+  }
   const int ctx = model_->config().n_positions;
   if (static_cast<int>(r.prompt.size()) + r.params.max_tokens > ctx) {
     return fail("prompt (" + std::to_string(r.prompt.size()) + " tokens) + max_tokens (" +
@@ -146,6 +180,10 @@ void Batcher::admit(std::shared_ptr<Job> job) {
     }
   } catch (const std::invalid_argument& e) {
     return fail(e.what());
+  } catch (const std::exception& e) {
+    log::error(std::string("a job could not be set up: ") + e.what());
+    if (job->callbacks.on_error) job->callbacks.on_error(JobError::internal, "the request could not be set up");
+    return;
   }
   if (static_cast<int>(free_.size()) < r.n) return fail("no free slots (admission bug)");
   for (auto& s : active->seqs) {
@@ -222,35 +260,70 @@ void Batcher::run_rows(std::vector<model::SequenceChunk>& chunks, std::vector<Ro
     model::empty_device_cache(model_->device());  // hand cached blocks back before retrying
     if (chunks.size() == 1) {
       log::warn("out of memory for one sequence on its own: failing its request");
-      rows[0].first->failed = true;
-      rows[0].first->error = JobError::out_of_memory;
-      rows[0].first->message = "the device ran out of memory for this request";
+      fail(*rows[0].first, JobError::out_of_memory, "the device ran out of memory for this request");
       return;
     }
     log::warn("out of memory for " + std::to_string(chunks.size()) + " sequences: retrying in halves");
-    const auto half = static_cast<std::ptrdiff_t>(chunks.size() / 2);
-    for (auto [b, e2] : {std::pair<std::ptrdiff_t, std::ptrdiff_t>{0, half},
-                         {half, static_cast<std::ptrdiff_t>(chunks.size())}}) {
-      std::vector<model::SequenceChunk> c(chunks.begin() + b, chunks.begin() + e2);
-      std::vector<Row> r(rows.begin() + b, rows.begin() + e2);
-      at::Tensor l;
-      run_rows(c, r, l);
+    return run_halves(chunks, rows);
+  } catch (const std::exception& e) {
+    if (is_device_failure(e)) throw;  // the worker's problem: it fails every job and probes
+    // Something in one request's rows: find it by halving, so that the others still run.
+    if (chunks.size() == 1) {
+      log::warn("a forward pass failed for one request: " + describe(e));
+      fail(*rows[0].first, JobError::internal, "the model failed on this request");
+      return;
     }
-    return;
+    log::warn("a forward pass of " + std::to_string(chunks.size()) + " sequences failed (" + describe(e) +
+              "): retrying in halves");
+    return run_halves(chunks, rows);
   }
-  sample_ahead<Active>(chunks, rows, logits, static_cast<std::size_t>(model_->config().vocab_size));
+  sample_ahead<Active>(chunks, rows, logits, static_cast<std::size_t>(sample_vocab_));
   for (std::size_t i = 0; i < rows.size(); ++i) {
     auto& [job, index] = rows[i];
     if (job->failed) continue;
-    const float* row = logits[static_cast<std::int64_t>(i)].data_ptr<float>();
-    if (index < 0) {
-      job->prefilled += static_cast<int>(chunks[i].tokens.size());
-      if (job->prefilled == static_cast<int>(job->job->request.prompt.size())) finish_prefill(*job, row);
-    } else {
-      ++job->seqs[static_cast<std::size_t>(index)].pos;
-      on_logits(*job, index, row);
+    try {
+      const float* row = logits[static_cast<std::int64_t>(i)].data_ptr<float>();
+      if (index < 0) {
+        job->prefilled += static_cast<int>(chunks[i].tokens.size());
+        if (job->prefilled == static_cast<int>(job->job->request.prompt.size())) finish_prefill(*job, row);
+      } else {
+        ++job->seqs[static_cast<std::size_t>(index)].pos;
+        on_logits(*job, index, row);
+      }
+    } catch (const std::exception& e) {
+      if (is_device_failure(e)) throw;
+      log::warn("a request failed while its tokens were taken: " + describe(e));
+      fail(*job, JobError::internal, "the model failed on this request");
     }
   }
+}
+
+// The cache writes are idempotent and the kernels batch-invariant: running the rows in two
+// halves gives the same results as running them together.
+void Batcher::run_halves(std::vector<model::SequenceChunk>& chunks, std::vector<Row>& rows) {
+  const auto half = static_cast<std::ptrdiff_t>(chunks.size() / 2);
+  for (auto [b, e2] : {std::pair<std::ptrdiff_t, std::ptrdiff_t>{0, half},
+                       {half, static_cast<std::ptrdiff_t>(chunks.size())}}) {
+    std::vector<model::SequenceChunk> c(chunks.begin() + b, chunks.begin() + e2);
+    std::vector<Row> r(rows.begin() + b, rows.begin() + e2);
+    at::Tensor l;
+    run_rows(c, r, l);
+  }
+}
+
+void Batcher::fail(Active& a, JobError error, const std::string& message) {
+  if (a.failed) return;
+  a.failed = true;
+  a.error = error;
+  a.message = message;
+}
+
+void Batcher::probe() {
+  if (free_.empty()) return;
+  std::vector<model::SequenceChunk> chunks{{free_.back(), 0, {model_->config().eos_token_id}}};
+  if (options_.before_forward) options_.before_forward(steps_, chunks);
+  const auto logits = model_->forward(chunks, cache_);
+  if (logits.size(0) != 1) throw std::runtime_error("the probe's forward pass returned no logits");
 }
 
 void Batcher::finish_prefill(Active& a, const float* logits) {
@@ -267,8 +340,12 @@ void Batcher::on_logits(Active& a, int index, const float* logits) {
   auto& s = a.seqs[static_cast<std::size_t>(index)];
   if (s.done) return;
   const auto& p = a.job->request.params;
+  if (s.drawn == kSampleFailed) {
+    s.drawn = -1;
+    throw std::runtime_error("sampling failed: " + s.error);
+  }
   const int token = s.drawn >= 0 ? std::exchange(s.drawn, -1)
-                                  : s.sampler.sample({logits, static_cast<std::size_t>(model_->config().vocab_size)});
+                                  : s.sampler.sample({logits, static_cast<std::size_t>(sample_vocab_)});
   const auto now = Clock::now();
   if (a.first && options_.first_token_seconds) {
     options_.first_token_seconds->observe(std::chrono::duration<double>(now - a.job->submitted).count());
@@ -320,19 +397,22 @@ void Batcher::retire() {
     const auto message = a.message;
     release(a);
     it = jobs_.erase(it);
-    if (failed) {
-      if (job->callbacks.on_error) job->callbacks.on_error(error, message);
-    } else if (job->callbacks.on_done) {
-      job->callbacks.on_done(std::move(results));
+    try {
+      if (failed) {
+        if (job->callbacks.on_error) job->callbacks.on_error(error, message);
+      } else if (job->callbacks.on_done) {
+        job->callbacks.on_done(std::move(results));
+      }
+    } catch (const std::exception& e) {  // the job is gone: nothing else to do but say so
+      log::error(std::string("a job's completion callback threw: ") + e.what());
     }
   }
 }
 
 void Batcher::fail_all(JobError reason, const std::string& message) {
   for (auto& a : jobs_) {
-    a->failed = true;
-    a->error = reason;
-    a->message = message;
+    a->failed = false;  // the reason given here wins over an earlier one
+    fail(*a, reason, message);
   }
   retire();
 }

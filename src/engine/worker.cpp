@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "writeup/engine/device_failure.hpp"
 #include "writeup/model/device.hpp"
 
 #include "writeup/metrics/registry.hpp"
@@ -48,10 +49,13 @@ void Worker::stop() {
     dropped.swap(queue_);
   }
   wake_.notify_all();
-  for (auto& job : dropped) {
-    if (job->callbacks.on_error) job->callbacks.on_error(JobError::shutdown, "the server is stopping");
-  }
+  for (auto& job : dropped) fail_job(*job, JobError::shutdown, "the server is stopping");
   if (thread_.joinable()) thread_.join();
+}
+
+bool Worker::stopping() const {
+  std::lock_guard lock(mutex_);
+  return stopping_;
 }
 
 std::size_t Worker::queue_depth() const {
@@ -81,13 +85,52 @@ void Worker::load() {
     std::lock_guard lock(mutex_);
     model_ = std::move(m);
   } catch (const std::exception& e) {
-    load_error_ = e.what();
+    load_error_ = describe(e);
     log::error("model " + options_.model_name + " failed to load: " + load_error_);
   }
   load_seconds_ = std::chrono::duration<double>(Job::Clock::now() - t0).count();
   if (model_) {
     log::info("model " + options_.model_name + " loaded from " + options_.path + " in " +
               std::to_string(load_seconds_.load()) + " s");
+  }
+}
+
+void Worker::fail_job(Job& job, JobError error, const std::string& message) {
+  try {
+    if (job.callbacks.on_error) job.callbacks.on_error(error, message);
+  } catch (const std::exception& e) {
+    log::error("model " + options_.model_name + ": a job's error callback threw: " + e.what());
+  }
+}
+
+void Worker::probe(Batcher& batcher) {
+  try {
+    batcher.probe();
+    device_error_ = false;
+    failed_probes_ = 0;
+    log::warn("model " + options_.model_name + ": the device works again: the worker is ready");
+  } catch (const std::exception& e) {
+    // Logged on the 1st, 2nd, 4th, 8th... failure: a device that stays broken does not flood the log.
+    ++failed_probes_;
+    if ((failed_probes_ & (failed_probes_ - 1)) == 0) {
+      log::error("model " + options_.model_name + ": the device still fails (" + std::to_string(failed_probes_) +
+                 " probe(s)): " + describe(e));
+    }
+  }
+}
+
+void Worker::on_step_error(Batcher& batcher, const std::exception& e) {
+  if (is_device_failure(e)) {
+    // The device is broken, not a request: out of rotation (/ready) until a step or a probe
+    // succeeds again.
+    device_error_ = true;
+    log::error("model " + options_.model_name + ": device error: " + describe(e));
+    batcher.fail_all(JobError::internal, "the model's device failed");
+  } else {
+    // Not a device failure, and not confined to one request by the batcher (a bug outside the
+    // forward pass): end what runs, keep serving.
+    log::error("model " + options_.model_name + ": a step failed: " + describe(e));
+    batcher.fail_all(JobError::internal, "the model failed on this request");
   }
 }
 
@@ -99,12 +142,17 @@ void Worker::loop() {
       options_.batch.slots = Batcher::slots_within_budget(*model_, options_.batch);
       batcher = std::make_unique<Batcher>(model_, tokenizer_, options_.batch);
       slots_ = batcher->slots();
+      if (model_->config().vocab_size > tokenizer_->vocab_size()) {
+        log::info("model " + options_.model_name + ": vocabulary padded to " +
+                  std::to_string(model_->config().vocab_size) + " rows; only the tokenizer's " +
+                  std::to_string(tokenizer_->vocab_size()) + " ids are sampled");
+      }
       kv_cache_bytes_ = static_cast<double>(batcher->kv_cache_bytes());
       log::info("model " + options_.model_name + ": " + std::to_string(slots_.load()) + " KV-cache slots, " +
                 std::to_string(batcher->kv_cache_bytes() >> 20) + " MiB");
       loaded_ = true;  // weights and KV cache in place: ready to serve
     } catch (const std::exception& e) {
-      load_error_ = e.what();
+      load_error_ = describe(e);
       log::error("model " + options_.model_name + ": " + load_error_);
     }
   }
@@ -113,7 +161,17 @@ void Worker::loop() {
     std::vector<std::shared_ptr<Job>> admitted;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || (batcher && !batcher->idle()); });
+      const auto has_work = [&] { return stopping_ || !queue_.empty() || (batcher && !batcher->idle()); };
+      if (batcher && device_error_) {
+        // Nothing may come to run a step: find out on our own when the device works again.
+        if (!wake_.wait_for(lock, options_.probe_interval, has_work)) {
+          lock.unlock();
+          probe(*batcher);
+          continue;
+        }
+      } else {
+        wake_.wait(lock, has_work);
+      }
       if (stopping_) break;
       // FIFO: the head waits for enough free slots, and nothing overtakes it.
       int free = batcher ? batcher->free_slots() : 0;
@@ -127,23 +185,23 @@ void Worker::loop() {
     }
     for (auto& job : admitted) {
       if (!batcher) {
-        if (job->callbacks.on_error) {
-          job->callbacks.on_error(JobError::internal, "model " + options_.model_name + " is not loaded: " + load_error_);
-        }
+        fail_job(*job, JobError::internal, "model " + options_.model_name + " is not loaded: " + load_error_);
         continue;
       }
-      batcher->admit(std::move(job));
+      try {
+        batcher->admit(job);
+      } catch (const std::exception& e) {  // admit fails bad requests itself; this is a bug
+        log::error("model " + options_.model_name + ": admitting a job failed: " + describe(e));
+        fail_job(*job, JobError::internal, "the request could not be started");
+      }
     }
     if (!batcher) continue;
     try {
-      batcher->step();
-      device_error_ = false;
-    } catch (const c10::Error& e) {
-      device_error_ = true;
-      log::error("model " + options_.model_name + ": device error: " + e.what_without_backtrace());
-      batcher->fail_all(JobError::internal, "the model failed on this request");
+      if (batcher->step()) device_error_ = false;
     } catch (const std::exception& e) {
-      log::error("model " + options_.model_name + ": " + e.what());
+      on_step_error(*batcher, e);
+    } catch (...) {
+      log::error("model " + options_.model_name + ": a step threw something that is not an exception");
       batcher->fail_all(JobError::internal, "the model failed on this request");
     }
     running_ = batcher->running_sequences();

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "writeup/util/logging.hpp"
+
 namespace writeup::server {
 
 ServerContext::ServerContext(ServerConfig cfg)
@@ -13,6 +15,20 @@ ServerContext::ServerContext(ServerConfig cfg)
                          [this] { return static_cast<double>(connections.load()); });
   metrics.gauge_callback("writeup_ready", "1 when every model is loaded and healthy", {},
                          [this] { return models.ready() ? 1.0 : 0.0; });
+}
+
+ServerContext::~ServerContext() {
+  shutdown();
+  log::info("server context destroyed");
+}
+
+void ServerContext::shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    stopping = true;
+    models.stop();        // engine threads joined: no job callback runs after this
+    service.stop_cache();  // cache thread joined: no claim callback runs after this
+    stop_cpu_pool();       // tokenizing tasks finished; their completions are on the strands
+  });
 }
 
 int ServerContext::offload_limit() const { return std::max(1, config.limits.max_queue); }

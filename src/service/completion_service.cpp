@@ -45,7 +45,18 @@ CompletionService::CompletionService(const server::ServerConfig& config, ModelRe
   cache_ = std::make_unique<cache::Cache>(std::move(o), &metrics);
 }
 
-CompletionService::~CompletionService() = default;
+// The cache goes first, explicitly: its thread answers the claims still waiting (which call
+// run() and forget()), so flights_ and its mutex must still exist then.
+CompletionService::~CompletionService() { stop_cache(); }
+
+void CompletionService::stop_cache() {
+  // reset() nulls cache_ before the cache is destroyed; the claims its thread still answers then
+  // carry no lock token and find the workers stopped (run() reports "shutting down"), so none
+  // of them uses cache_.
+  if (!cache_) return;
+  cache_->flush();  // what the stopped workers and I/O threads posted: stores and releases
+  cache_.reset();
+}
 
 std::string CompletionService::cache_key(std::string_view space, const ModelEntry& m, const std::string& prompt,
                                          const generate::GenerationRequest& r) const {
@@ -61,6 +72,17 @@ const ModelEntry& CompletionService::model(const std::string& name, const std::s
 Prepared CompletionService::prepare(const api::WriteupRequest& r) const {
   Prepared p;
   p.model = &model(r.model_name, "model_name");
+  // At least one prompt token must fit beside the `length` new ones. The documented range
+  // (1-256) fits every GPT-2 context (1024) but not a small model's: answer what is wrong
+  // rather than generate fewer tokens than asked under the requested length.
+  if (r.length >= p.model->n_positions) {
+    throw api::ApiError::bad_request("length (" + std::to_string(r.length) + ") does not fit model '" +
+                                         p.model->config.name + "': its context is " +
+                                         std::to_string(p.model->n_positions) +
+                                         " tokens, so length must be at most " +
+                                         std::to_string(p.model->n_positions - 1),
+                                     "length");
+  }
   auto ids = encode(*p.model, r.prompt);
   // The editor sends the whole document: keep its most recent tokens that fit the context.
   const int room = p.model->n_positions - r.length;
@@ -188,7 +210,15 @@ bool CompletionService::run(const std::shared_ptr<Flight>& flight, const Prepare
     flight->error(to_api_error(e, message));
     if (!key.empty()) forget(key);
   };
-  if (!p.model->pick().submit(job)) return false;
+  auto& worker = p.model->pick();
+  if (!worker.submit(job)) {
+    if (!worker.stopping()) return false;  // the queue is full: the caller answers 429
+    // Stopping (a claim answered while the server shuts down): say so rather than "busy".
+    if (!lock_token.empty()) cache_->release(key, lock_token);
+    flight->error(to_api_error(engine::JobError::shutdown, "the server is stopping"));
+    if (!key.empty()) forget(key);
+    return true;
+  }
   metrics_.counter("writeup_generations_total", "Generations run by the engine (cache hits and joins excluded)",
                    {{"model", p.model->config.name}})
       .inc();

@@ -26,8 +26,12 @@ void Flight::leave(std::uint64_t id) {
 
 void Flight::set_job(std::shared_ptr<engine::Job> job) {
   std::lock_guard lock(mutex_);
+  if (!job) return;
+  if (abandoned_) job->cancel();
+  // A job that already ended (it can finish on the worker before its submitter gets here) is
+  // not kept: its callbacks hold this flight, and end() already dropped what it held.
+  if (ended_) return;
   job_ = std::move(job);
-  if (abandoned_) job_->cancel();
 }
 
 void Flight::text(int index, const std::string& delta, int tokens) {

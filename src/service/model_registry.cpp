@@ -15,9 +15,25 @@
 namespace writeup::service {
 
 engine::Worker& ModelEntry::pick() const {
-  engine::Worker* best = workers.front().get();
+  // Best first: a ready worker; else one that may still serve (loading, or its device failed
+  // and it probes); a worker whose load failed only when every one did (it fails the job with
+  // the load error). Among equals, the shortest queue; ties: the first.
+  const auto rank = [](const engine::Worker& w) {
+    if (w.ready()) return 0;
+    if (!w.load_ended() || w.loaded()) return 1;
+    return 2;
+  };
+  engine::Worker* best = nullptr;
+  int best_rank = 3;
+  std::size_t best_depth = 0;
   for (const auto& w : workers) {
-    if (w->queue_depth() < best->queue_depth()) best = w.get();
+    const int r = rank(*w);
+    const std::size_t depth = w->queue_depth();
+    if (!best || r < best_rank || (r == best_rank && depth < best_depth)) {
+      best = w.get();
+      best_rank = r;
+      best_depth = depth;
+    }
   }
   return *best;
 }

@@ -69,6 +69,41 @@ TEST(Flight, AJobArrivingAfterEveryoneLeftIsCancelledAtOnce) {
   EXPECT_TRUE(job->cancelled());
 }
 
+// Regression: the job can finish on the worker before the service hands it to the flight. A
+// flight that kept it then held the job whose callbacks hold the flight: a cycle, never freed.
+TEST(Flight, AJobHandedOverAfterTheFlightEndedIsNotKept) {
+  auto flight = std::make_shared<Flight>(nullptr);
+  std::weak_ptr<Flight> weak = flight;
+  Recorder a;
+  flight->join(a.events());
+  auto job = std::make_shared<writeup::engine::Job>();
+  job->callbacks.on_done = [flight](std::vector<GeneratedSequence> r) { flight->done(r); };
+  job->callbacks.on_done(results());  // the worker finished it...
+  flight->set_job(job);               // ...before the submitter got here
+  EXPECT_EQ(a.done.size(), 2u);
+  std::weak_ptr<writeup::engine::Job> weak_job = job;
+  job.reset();
+  flight.reset();
+  EXPECT_TRUE(weak_job.expired());
+  EXPECT_TRUE(weak.expired());
+}
+
+TEST(Flight, AJobOfARunningFlightIsReleasedWhenTheFlightEnds) {
+  auto flight = std::make_shared<Flight>(nullptr);
+  std::weak_ptr<Flight> weak = flight;
+  Recorder a;
+  flight->join(a.events());
+  auto job = std::make_shared<writeup::engine::Job>();
+  job->callbacks.on_done = [flight](std::vector<GeneratedSequence> r) { flight->done(r); };
+  flight->set_job(job);
+  job->callbacks.on_done(results());
+  std::weak_ptr<writeup::engine::Job> weak_job = job;
+  job.reset();
+  flight.reset();
+  EXPECT_TRUE(weak_job.expired());
+  EXPECT_TRUE(weak.expired());
+}
+
 TEST(Flight, ErrorsReachEverySubscriber) {
   Flight f(nullptr);
   Recorder a, b;

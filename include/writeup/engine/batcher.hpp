@@ -50,6 +50,10 @@ class Batcher {
   // naming the sizes when the budget holds fewer than `options.min_slots` sequences.
   static int slots_within_budget(const model::GPT2Model& model, const BatcherOptions& options);
   std::size_t kv_cache_bytes() const { return cache_.bytes(); }
+  // The token ids sampling draws from: the tokenizer's. A model with fewer rows than the
+  // tokenizer has ids cannot serve it (std::invalid_argument naming both sizes); a padded one
+  // (e.g. 50304 rows for 50257 ids) is served with the padding logits never sampled.
+  static int sampled_vocab(const model::GPT2Model& model, const text::BpeTokenizer& tokenizer);
 
   int free_slots() const { return static_cast<int>(free_.size()); }
   int slots() const { return options_.slots; }
@@ -59,8 +63,14 @@ class Batcher {
   // Takes a job whose n fits in the free slots (check free_slots() first). A job that can
   // never run (too many sequences, too long) fails at once with JobError::invalid.
   void admit(std::shared_ptr<Job> job);
-  // One forward pass and its sampling; returns false when there was nothing to do.
+  // One forward pass and its sampling; returns false when there was nothing to do. What one
+  // request raises (a bad row, a sampler error, a callback that throws) fails that request's
+  // job only; an out-of-memory error splits the batch. Throws only what is_device_failure()
+  // calls a device failure, or on a bug outside the forward pass: the caller fails every job.
   bool step();
+  // A one-token forward pass in a free slot (none free: does nothing), for a worker whose
+  // device failed to find out whether it works again. Throws what the forward pass throws.
+  void probe();
   // Ends every job: on_error(reason) for each.
   void fail_all(JobError reason, const std::string& message);
 
@@ -71,6 +81,8 @@ class Batcher {
 
   void expire();  // cancelled and timed-out jobs
   void run_rows(std::vector<model::SequenceChunk>& chunks, std::vector<Row>& rows, at::Tensor& logits);
+  void run_halves(std::vector<model::SequenceChunk>& chunks, std::vector<Row>& rows);
+  static void fail(Active& job, JobError error, const std::string& message);  // first reason wins
   void on_logits(Active& job, int index, const float* logits);
   void finish_prefill(Active& job, const float* logits);
   void retire();
@@ -79,6 +91,7 @@ class Batcher {
   std::shared_ptr<const model::GPT2Model> model_;
   std::shared_ptr<const text::BpeTokenizer> tokenizer_;
   BatcherOptions options_;
+  int sample_vocab_ = 0;
   model::KVCache cache_;
   std::vector<int> free_;
   std::list<std::unique_ptr<Active>> jobs_;

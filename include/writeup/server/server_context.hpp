@@ -19,8 +19,27 @@
 namespace writeup::server {
 
 // What every connection shares: configuration, models, the completion service, metrics.
+//
+// Ownership: sessions hold the context; the context holds the service, whose cache thread and
+// workers hold flights, whose subscribers hold sessions. That cycle only breaks when the
+// workers and the cache thread have stopped, so shutdown is explicit: shutdown() stops
+// everything that runs on its own thread, in order, and the destructor (which calls it too)
+// then only frees memory.
 struct ServerContext {
   explicit ServerContext(ServerConfig cfg);
+  // Calls shutdown(), then logs "server context destroyed" (the e2e tests look for it). The
+  // last reference must not be dropped on a worker, cache or CPU-pool thread (shutdown() joins
+  // those): main keeps one until after it called shutdown() itself.
+  ~ServerContext();
+  ServerContext(const ServerContext&) = delete;
+  ServerContext& operator=(const ServerContext&) = delete;
+
+  // After the listener stopped and the I/O threads returned: marks the server stopping, stops
+  // the workers (queued jobs fail with "shutdown", running ones end), stops the cache thread
+  // (waiting claims answered), joins the CPU pool. Events it causes are posted to the
+  // sessions' strands and dropped with the io_context. Idempotent; not from an I/O thread
+  // that still serves (it blocks on joins).
+  void shutdown();
 
   ServerConfig config;
   metrics::Registry metrics;
@@ -72,6 +91,7 @@ struct ServerContext {
   boost::asio::thread_pool cpu_pool_;
   std::atomic<int> pending_offloads_{0};
 
+  std::once_flag shutdown_once_;
   std::mutex closers_mutex_;
   std::map<std::uint64_t, std::function<void()>> closers_;
   std::uint64_t next_closer_ = 0;

@@ -48,6 +48,12 @@ class CompletionService {
   // the worker's queue is full. Events may arrive before this returns.
   std::shared_ptr<Subscription> start(Prepared prepared, StreamEvents events);
 
+  // Stops the cache's thread: claims still waiting are answered (they find no worker to run
+  // on and fail) and stores still queued are sent. Call after the workers stopped (no job
+  // callback may run any more) and after the I/O threads stopped (no start()). Idempotent;
+  // the destructor calls it, before the flights it touches are destroyed.
+  void stop_cache();
+
   const ModelRegistry& models() const { return models_; }
   const server::ServerConfig& config() const { return config_; }
 
@@ -55,7 +61,8 @@ class CompletionService {
   const ModelEntry& model(const std::string& name, const std::string& param) const;
   std::string cache_key(std::string_view space, const ModelEntry& m, const std::string& prompt,
                         const generate::GenerationRequest& r) const;
-  // Submits the generation; false when the queue is full.
+  // Submits the generation; false when the queue is full. When the worker is stopping the
+  // flight gets a 503 shutting_down error instead (and true is returned).
   bool run(const std::shared_ptr<Flight>& flight, const Prepared& p, const std::string& lock_token);
   void forget(const std::string& key);  // drops the key's flight once it finished
 

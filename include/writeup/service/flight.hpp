@@ -37,6 +37,8 @@ class Flight {
   // marks the flight abandoned.
   void leave(std::uint64_t id);
   // The engine job once one runs (cancelled at once when the flight was abandoned meanwhile).
+  // Not kept once the flight ended: the job's callbacks hold the flight, so keeping it would
+  // make a cycle that nothing breaks any more.
   void set_job(std::shared_ptr<engine::Job> job);
 
   // Events, fanned out to every subscriber. done() and error() end the flight.

@@ -24,7 +24,8 @@ struct ModelEntry {
   int eos_token_id = 50256;
   std::vector<std::unique_ptr<engine::Worker>> workers;
 
-  // The worker with the shortest queue (ties: the first).
+  // The ready worker with the shortest queue (ties: the first); when none is ready, one that is
+  // still loading or recovering from a device failure; one whose load failed only when all did.
   engine::Worker& pick() const;
   bool ready() const;               // every worker loaded and healthy
   std::string fingerprint() const;  // of the weights file ("" until loaded)
