@@ -12,7 +12,7 @@ from stress_support import MiB, RawWebSocket, StressServer, config, new_request,
 CLIENTS = 200
 WAVE = 50                  # clients connected at once
 LENGTH, BATCH = 40, 4      # 4-token prompt + 40 <= the tiny model's context (64)
-WARM = 16                  # warm-up requests, completed normally
+WARM = 8                   # warm-up requests, completed normally
 SETTLE_S = 30              # time allowed for the server to notice and clean up
 FD_TOLERANCE = 4
 RSS_TOLERANCE = 32 * MiB   # allocator slack; a leaked session per client would be far more
