@@ -70,6 +70,8 @@ class StressServer:
         self._drain.start()
 
     def _read_stdout(self):
+        if self.proc.stdout is None:  # the e2e Server no longer pipes it: nothing to drain
+            return
         for line in self.proc.stdout:
             self.log_tail = (self.log_tail + [line.rstrip()])[-50:]
 
