@@ -71,9 +71,12 @@ class Tricklers:
             if self._stop.is_set() or len(self.ended) == len(self.socks):
                 return
             live = [i for i in range(len(self.socks)) if i not in self.ended]
-            readable, _, _ = select.select([self.socks[i] for i in live[:1000]], [], [], 0.1)
-            for sock in readable:  # an answer (408, 503) or the end of the connection: shed
-                self._end(self.socks.index(sock))
+            poller, by_fd = select.poll(), {}
+            for i in live:  # poll, not select: fds above 1024 with the long version's 1024 slots
+                by_fd[self.socks[i].fileno()] = i
+                poller.register(self.socks[i], select.POLLIN)
+            for fd, _ in poller.poll(100):  # an answer (408, 503) or the end of the connection: shed
+                self._end(by_fd[fd])
             if time.time() >= next_byte:
                 next_byte += 1
                 for i in live:
