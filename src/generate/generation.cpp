@@ -55,6 +55,14 @@ std::vector<GeneratedSequence> generate(const model::GPT2Model& model,
                                 std::to_string(p.max_tokens) + ") exceeds the model context of " +
                                 std::to_string(ctx) + " tokens");
   }
+  // A vocabulary padded past the tokenizer's (e.g. 50304 rows) is sampled over the tokenizer's
+  // ids only, as the engine does; a smaller one belongs to other weights.
+  const int model_rows = model.config().vocab_size, ids = tokenizer.vocab_size();
+  if (model_rows < ids) {
+    throw std::invalid_argument("the model's vocabulary has " + std::to_string(model_rows) + " rows but its tokenizer has " +
+                                std::to_string(ids) + " tokens");
+  }
+  const auto vocab = static_cast<std::size_t>(ids);
   auto cache = model.make_cache(request.n, prompt_len + p.max_tokens);
   std::vector<Running> seqs;
   seqs.reserve(static_cast<std::size_t>(request.n));
@@ -88,7 +96,7 @@ std::vector<GeneratedSequence> generate(const model::GPT2Model& model,
       auto& s = seqs[static_cast<std::size_t>(i)];
       if (s.done) continue;
       const auto row = logits[rows[static_cast<std::size_t>(i)]];
-      const int token = s.sampler.sample({row.data_ptr<float>(), static_cast<std::size_t>(row.numel())});
+      const int token = s.sampler.sample({row.data_ptr<float>(), vocab});
       if (token == model.config().eos_token_id) {
         s.done = true;
         s.out.finish_reason = "stop";
