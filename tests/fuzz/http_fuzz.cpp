@@ -10,16 +10,23 @@
 //
 // Properties: nothing escapes but what the session catches, no answer is a 500 (every bad
 // input is a 4xx), and every response is a well-formed HTTP message.
+//
+// WRITEUP_FUZZ_HTTP_KNOWN=1 (for long runs while known defects are open) counts escaping
+// exceptions and 500s on stderr instead of stopping, so that the run goes on looking for
+// memory errors and crashes of other kinds.
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -141,9 +148,28 @@ std::optional<Response> handle(const Request& req, ServerContext& ctx) {
   }
 }
 
+bool tolerate_known() {
+  static const bool known = [] {
+    const char* v = std::getenv("WRITEUP_FUZZ_HTTP_KNOWN");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
+  return known;
+}
+
+// Prints the first input of each kind (the message up to any byte offset, digits dropped).
+void known_defect(const std::string& what) {
+  if (!tolerate_known()) fuzz::finding(what);
+  static std::set<std::string> kinds;
+  std::string kind;
+  for (const char c : what.substr(0, what.find(" at index"))) {
+    if (c < '0' || c > '9') kind += c;
+  }
+  if (kinds.insert(kind).second) std::fprintf(stderr, "KNOWN DEFECT (new kind %zu): %s\n", kinds.size(), what.c_str());
+}
+
 void check_response(Response& res, ServerContext& ctx, const std::string& route) {
   ctx.count_request(route, res.result_int());
-  if (res.result_int() == 500) fuzz::finding("500 answer: " + res.body());
+  if (res.result_int() == 500) return known_defect("500 answer: " + res.body());
   std::ostringstream wire;
   wire << res;  // Beast's serializer
   const std::string bytes = wire.str();
@@ -156,6 +182,13 @@ void check_response(Response& res, ServerContext& ctx, const std::string& route)
 }
 
 }  // namespace
+
+// Both contexts load the model before the first input, outside libFuzzer's per-input timeout.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  (void)context(false);
+  (void)context(true);
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
@@ -189,7 +222,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   const Request req = parser.release();
-  const auto route = classify(req, ctx);
-  if (auto res = handle(req, ctx)) check_response(*res, ctx, route.name);
+  if (!tolerate_known()) {
+    const auto route = classify(req, ctx);
+    if (auto res = handle(req, ctx)) check_response(*res, ctx, route.name);
+    return 0;
+  }
+  try {
+    const auto route = classify(req, ctx);
+    if (auto res = handle(req, ctx)) check_response(*res, ctx, route.name);
+  } catch (const std::exception& e) {
+    known_defect(std::string("exception escaped the session: ") + e.what());
+  }
   return 0;
 }
