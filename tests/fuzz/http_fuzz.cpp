@@ -17,6 +17,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -156,12 +157,12 @@ bool tolerate_known() {
   return known;
 }
 
-// Prints the first input of each kind (the message up to any byte offset, digits dropped).
+// Prints the first input of each kind (the message up to any byte offset or value, digits dropped).
 void known_defect(const std::string& what) {
   if (!tolerate_known()) fuzz::finding(what);
   static std::set<std::string> kinds;
   std::string kind;
-  for (const char c : what.substr(0, what.find(" at index"))) {
+  for (const char c : what.substr(0, std::min(what.find(" at index"), what.find("; last byte")))) {
     if (c < '0' || c > '9') kind += c;
   }
   if (kinds.insert(kind).second) std::fprintf(stderr, "KNOWN DEFECT (new kind %zu): %s\n", kinds.size(), what.c_str());
