@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package writeup needs to build, test and benchmark.
 # Idempotent: packages already present are skipped by apt. Works as root or via sudo.
-#   scripts/install-deps.sh          everything: build, tests, benchmarks (what CI runs)
+#   scripts/install-deps.sh          everything: build, tests, sanitizers, fuzzers, benchmarks
+#                                    (what scripts/test and CI run)
 #   scripts/install-deps.sh --serve  only what building and running the server needs
 #                                    (scripts/serve): no test tools, services or npm
 set -euo pipefail
@@ -27,6 +28,9 @@ PACKAGES=(
 if [ "$SERVE_ONLY" -eq 0 ]; then
   PACKAGES+=(
     libgtest-dev libgmock-dev
+    # fuzzing and sanitizers (scripts/test): clang 14 with libFuzzer and its sanitizer
+    # runtimes, llvm-symbolizer for readable stacks (gcc's ASan/UBSan come with gcc)
+    clang libclang-rt-14-dev llvm
     # services and test clients
     redis-server prometheus wrk
     python3-pytest python3-websockets python3-requests

@@ -1,6 +1,7 @@
 #include "writeup/service/completion_service.hpp"
 
 #include "writeup/cache/cache.hpp"
+#include "writeup/engine/worker.hpp"
 #include "writeup/metrics/registry.hpp"
 #include "writeup/service/cached_response.hpp"
 #include "writeup/service/text_stream.hpp"

@@ -8,11 +8,15 @@
 #include <thread>
 #include <stdexcept>
 
+#include "writeup/engine/worker.hpp"
 #include "writeup/metrics/registry.hpp"
 #include "writeup/model/gpt2_config.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 
 namespace writeup::service {
+
+ModelEntry::ModelEntry() = default;
+ModelEntry::~ModelEntry() = default;
 
 engine::Worker& ModelEntry::pick() const {
   // Best first: a ready worker; else one that may still serve (loading, or its device failed

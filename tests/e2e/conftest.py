@@ -2,8 +2,10 @@
 import json
 import os
 import pathlib
+import queue
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -12,11 +14,13 @@ import requests
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 SERVER_BIN = os.environ.get("WRITEUP_SERVER_BIN", str(ROOT / "build" / "writeup-server"))
+# Start-up (model load) takes well under a second normally; a sanitized build is slower.
+START_TIMEOUT_S = float(os.environ.get("WRITEUP_START_TIMEOUT_S", "60"))
 
 
 class Server:
-    def __init__(self, *args, config=None, env=None):
-        cmd = [SERVER_BIN, "--host", "127.0.0.1", "--port", "0", "--log-level", "warn"]
+    def __init__(self, *args, config=None, env=None, binary=None):
+        cmd = [binary or SERVER_BIN, "--host", "127.0.0.1", "--port", "0", "--log-level", "warn"]
         self._config_file = None
         if config is not None:
             self._config_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
@@ -27,21 +31,50 @@ class Server:
             cmd += ["--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}"]
         cmd += list(args)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     env={**os.environ, **(env or {})})
-        line = self.proc.stdout.readline()
-        if "listening on" not in line:
-            self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r}")
+                                     errors="replace", env={**os.environ, **(env or {})})
+        # The server may print other lines (a warning about Redis, say) before the
+        # "listening on" line: read every line on a thread, which keeps draining stdout for
+        # the server's whole life so the pipe never fills.
+        self.output = []
+        lines = queue.Queue()
+        threading.Thread(target=self._drain, args=(lines,), daemon=True).start()
+        line = self._wait_listening(lines, START_TIMEOUT_S)
         self.url = line.strip().split()[-1]
         self.port = int(self.url.rsplit(":", 1)[1])
         self.ws_url = f"ws://127.0.0.1:{self.port}"
-        deadline = time.time() + 30
+        deadline = time.time() + START_TIMEOUT_S
         while time.time() < deadline:
             if requests.get(self.url + "/ready", timeout=5).status_code == 200:
                 break
             time.sleep(0.05)
         else:
             raise RuntimeError("server never became ready")
+
+    def _drain(self, lines):
+        for line in self.proc.stdout:
+            self.output.append(line)
+            lines.put(line)
+        lines.put(None)  # end of output: the process closed stdout (exited)
+
+    def _wait_listening(self, lines, timeout):
+        """The "listening on" line, reading past any other line; fails when the process exits
+        first or after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.proc.kill()
+                self.proc.wait()
+                raise RuntimeError(f"server did not print its listening line in {timeout} s: {self.output!r}")
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.proc.wait(timeout=10)
+                raise RuntimeError(f"server exited with {self.proc.returncode} before listening: {self.output!r}")
+            if "listening on" in line:
+                return line
 
     def stop(self, timeout=10):
         if self.proc.poll() is None:

@@ -3,9 +3,11 @@
 #include <string>
 #include <vector>
 
-#include "writeup/engine/worker.hpp"
 #include "writeup/server/config.hpp"
 
+namespace writeup::engine {
+class Worker;  // engine/worker.hpp: kept out of this header, which server/ includes (no ATen there)
+}
 namespace writeup::metrics {
 class Registry;
 }
@@ -23,6 +25,9 @@ struct ModelEntry {
   int n_positions = 1024;
   int eos_token_id = 50256;
   std::vector<std::unique_ptr<engine::Worker>> workers;
+
+  ModelEntry();
+  ~ModelEntry();  // out of line: engine::Worker is complete only in model_registry.cpp
 
   // The ready worker with the shortest queue (ties: the first); when none is ready, one that is
   // still loading or recovering from a device failure; one whose load failed only when all did.
