@@ -264,6 +264,22 @@ void HttpSession::start_cpu_route(std::shared_ptr<const Request> req, const Rout
   if (!queued) throw queue_full();
 }
 
+template <class Work, class Run>
+void HttpSession::prepare_then(const char* what, const ReplyTo& reply, Work work, Run run) {
+  const auto done = [self = shared_from_this(), reply, what, run](auto prepared, std::exception_ptr error) {
+    self->guarded(what, [&] {
+      try {
+        if (error) std::rethrow_exception(error);
+        if (!prepared) throw std::logic_error(std::string(what) + ": no result");
+        run(*self, std::move(*prepared));
+      } catch (...) {
+        self->send_error(reply, std::current_exception());
+      }
+    });
+  };
+  if (!ctx_->offload(stream_.get_executor(), std::move(work), done)) throw queue_full();
+}
+
 void HttpSession::start_completions(std::shared_ptr<const Request> req, const Route& route) {
   auto ctx = ctx_;
   const api::CompletionLimits limits{ctx_->config.limits.max_batch_size, ctx_->config.limits.max_length};
@@ -274,18 +290,9 @@ void HttpSession::start_completions(std::shared_ptr<const Request> req, const Ro
     auto prepared = ctx->service.prepare(request);
     return PreparedCompletion{std::move(request), std::move(prepared)};
   };
-  const auto done = [self = shared_from_this(), reply](std::optional<PreparedCompletion> p, std::exception_ptr error) {
-    self->guarded("completions", [&] {
-      try {
-        if (error) std::rethrow_exception(error);
-        if (!p) throw std::logic_error("completions: no result");
-        self->run_completions(reply, std::move(p->request), std::move(p->prepared));
-      } catch (...) {
-        self->send_error(reply, std::current_exception());
-      }
-    });
-  };
-  if (!ctx_->offload(stream_.get_executor(), work, done)) throw queue_full();
+  prepare_then("completions", reply, work, [reply](HttpSession& self, PreparedCompletion p) {
+    self.run_completions(reply, std::move(p.request), std::move(p.prepared));
+  });
 }
 
 void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest request, service::Prepared prepared) {
@@ -340,18 +347,9 @@ void HttpSession::start_generate(std::shared_ptr<const Request> req, const Route
     auto prepared = ctx->service.prepare(request);
     return PreparedGenerate{std::move(request), std::move(prepared)};
   };
-  const auto done = [self = shared_from_this(), reply](std::optional<PreparedGenerate> p, std::exception_ptr error) {
-    self->guarded("generate", [&] {
-      try {
-        if (error) std::rethrow_exception(error);
-        if (!p) throw std::logic_error("generate: no result");
-        self->run_generate(reply, std::move(p->request), std::move(p->prepared));
-      } catch (...) {
-        self->send_error(reply, std::current_exception());
-      }
-    });
-  };
-  if (!ctx_->offload(stream_.get_executor(), work, done)) throw queue_full();
+  prepare_then("generate", reply, work, [reply](HttpSession& self, PreparedGenerate p) {
+    self.run_generate(reply, std::move(p.request), std::move(p.prepared));
+  });
 }
 
 void HttpSession::run_generate(const ReplyTo& reply, api::WriteupRequest request, service::Prepared prepared) {

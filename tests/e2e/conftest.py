@@ -89,6 +89,14 @@ class Server:
         return self.proc.returncode
 
 
+def config(**sections):
+    """A server config with the tiny model; each keyword is a whole section (limits={...})."""
+    cfg = {"models": [{"name": "tiny-gpt2", "path": str(DATA / "tiny-gpt2")}]}
+    for name, values in sections.items():
+        cfg[name] = values
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def server():
     s = Server()

@@ -14,14 +14,7 @@ import time
 
 import requests
 
-from conftest import DATA, SERVER_BIN, Server
-
-
-def config(**sections):
-    cfg = {"models": [{"name": "tiny-gpt2", "path": str(DATA / "tiny-gpt2")}]}
-    for name, values in sections.items():
-        cfg[name] = values
-    return cfg
+from conftest import DATA, SERVER_BIN, Server, config
 
 
 def exchange(port, raw, timeout=10, limit=1 << 20):

@@ -8,24 +8,16 @@ import os
 import random
 import socket
 import struct
-import threading
 import time
 
 import pytest
 import requests
 import websockets
 
-from conftest import DATA, Server, metric
+from conftest import DATA, Server, config, metric
 
 WS_PATH = "/ws/async/writeup/text_generation/session/hardening-1/"
 ROUTE = "/ws/async/writeup"
-
-
-def config(**sections):
-    cfg = {"models": [{"name": "tiny-gpt2", "path": str(DATA / "tiny-gpt2")}]}
-    for name, values in sections.items():
-        cfg[name] = values
-    return cfg
 
 
 def new_request(**kw):

@@ -11,16 +11,9 @@ import time
 import requests
 import websockets
 
-from conftest import DATA, Server
+from conftest import Server, config
 
 WS_PATH = "/ws/async/writeup/text_generation/session/abc-123/"
-
-
-def config(**sections):
-    cfg = {"models": [{"name": "tiny-gpt2", "path": str(DATA / "tiny-gpt2")}]}
-    for name, values in sections.items():
-        cfg[name] = values
-    return cfg
 
 
 def new_request(**kw):

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import select
 import socket
 import struct
 import subprocess

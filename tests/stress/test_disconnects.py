@@ -7,7 +7,7 @@ import json
 import socket
 import time
 
-from stress_support import MiB, RawWebSocket, StressServer, config, new_request, record, scale
+from stress_support import MiB, RawWebSocket, StressServer, config, new_request, record
 
 CLIENTS = 200
 WAVE = 50                  # clients connected at once

@@ -6,7 +6,6 @@ quarter after the warm-up. Every answer is the expected one and the server stays
 import asyncio
 import json
 import threading
-import time
 
 import requests
 import websockets

@@ -57,6 +57,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void start_cpu_route(std::shared_ptr<const Request> req, const Route& route);
   void start_completions(std::shared_ptr<const Request> req, const Route& route);
   void start_generate(std::shared_ptr<const Request> req, const Route& route);
+  // Runs `work` (parse + tokenize) on the CPU pool, then `run(*this, result)` on the strand;
+  // what either throws becomes this request's error answer. A full pool: 429.
+  template <class Work, class Run>
+  void prepare_then(const char* what, const ReplyTo& reply, Work work, Run run);
   void run_completions(const ReplyTo& reply, api::CompletionRequest request, service::Prepared prepared);
   void run_generate(const ReplyTo& reply, api::WriteupRequest request, service::Prepared prepared);
   void upgrade(Request req);
