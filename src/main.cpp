@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <thread>
 
 #include "writeup/server/config.hpp"
@@ -31,11 +32,15 @@ void shutdown(net::io_context& ioc, server::Listener& listener, server::ServerCo
   ctx.close_all();
   auto timer = std::make_shared<net::steady_timer>(ioc);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  // The poll holds itself only weakly: the pending wait's handler owns it, so it is freed with
+  // the last handler (a strong self-capture would be a cycle that leaks at exit).
   auto poll = std::make_shared<std::function<void()>>();
-  *poll = [&ioc, &ctx, timer, deadline, poll] {
+  *poll = [&ioc, &ctx, timer, deadline, self = std::weak_ptr<std::function<void()>>(poll)] {
     if (ctx.connections.load() == 0 || std::chrono::steady_clock::now() > deadline) return ioc.stop();
     timer->expires_after(std::chrono::milliseconds(50));
-    timer->async_wait([poll](const boost::system::error_code&) { (*poll)(); });
+    timer->async_wait([next = self.lock()](const boost::system::error_code&) {
+      if (next) (*next)();
+    });
   };
   (*poll)();
 }

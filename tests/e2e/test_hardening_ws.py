@@ -339,7 +339,10 @@ def test_clients_that_never_read_are_closed_and_memory_stays_bounded():
         grown_mib = (vm_kb(pid, "VmHWM") - base_hwm) / 1024
         print(f"peak RSS growth with {clients} clients that never read: {grown_mib:.1f} MiB")
         # Unbounded, 4 clients x 80 queued 900 KB frames is ~290 MiB; capped, ~4 MiB each.
-        assert grown_mib < 100, f"peak RSS grew by {grown_mib:.0f} MiB"
+        # Under AddressSanitizer freed memory sits in its quarantine (256 MiB), so RSS says
+        # nothing there: the bound is checked in the normal build, the closes in both.
+        if not os.environ.get("WRITEUP_SANITIZED"):
+            assert grown_mib < 100, f"peak RSS grew by {grown_mib:.0f} MiB"
         codes = [drain(sock, reader, 30) for sock, reader, _ in results]
         for sock, _, _ in results:
             sock.close()
