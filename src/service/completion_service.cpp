@@ -139,7 +139,8 @@ std::shared_ptr<Subscription> CompletionService::start(Prepared p, StreamEvents 
         }
       }
     }
-    if (static_cast<int>(p.model->pick().queue_depth()) >= config_.limits.max_queue) throw busy;
+    // No engine-queue check here: a memory hit must be answered even while the engine is full.
+    // A miss that finds the queue full fails in run() below with the same 429.
     flight = std::make_shared<Flight>([this, key] { forget(key); });
     id = flight->join(std::move(events));
     flights_[key] = flight;

@@ -155,3 +155,36 @@ def test_claim_flood_while_redis_is_frozen_gets_429_not_a_pile_up():
             os.kill(r.proc.pid, signal.SIGCONT)
         s.stop()
         r.kill()
+
+
+def test_memory_hit_is_answered_while_the_engine_queue_is_full():
+    # A slow engine (50 ms a step), one sequence slot and a queue of 1: once one request runs
+    # and one waits, a new request is refused, but one the memory cache holds is still answered.
+    cfg = {"models": [{"name": "tiny-gpt2", "path": str(DATA / "tiny-gpt2"), "max_batch": 1}],
+           "limits": {"max_queue": 1, "max_batch_size": 1}}
+    s = Server(config=cfg, env={"WRITEUP_TEST_STEP_DELAY_MS": "50"})
+    try:
+        assert completion(s, "Cached before the rush").status_code == 200
+        generations = metric(s, "writeup_generations_total")
+        busy = []
+
+        def slow(i):
+            body = {"model": "tiny-gpt2", "prompt": "Keep the engine busy", "max_tokens": 40, "seed": 100 + i}
+            busy.append(requests.post(s.url + "/v1/completions", json=body, timeout=LIMIT_S).status_code)
+
+        threads = [threading.Thread(target=slow, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.3)  # the first is admitted (running) before the second queues
+        # One running, one queued: the engine is full.
+        assert wait_for(lambda: metric(s, "writeup_generations_total") >= generations + 2, 10), (busy, metric(s, "writeup_generations_total"), generations)
+        refused = completion(s, "A new request now", seed=999)
+        hit = completion(s, "Cached before the rush")
+        for t in threads:
+            t.join(LIMIT_S)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full"
+        assert hit.status_code == 200, hit.text
+        assert busy == [200, 200]
+        assert metric(s, "writeup_cache_hits_total", backend="memory") >= 1
+    finally:
+        assert s.stop() == 0

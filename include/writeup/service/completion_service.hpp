@@ -44,8 +44,9 @@ class CompletionService {
   Prepared prepare(const api::WriteupRequest& request) const;
   Prepared prepare(const api::CompletionRequest& request) const;
 
-  // Starts, joins or answers from the cache. Throws api::ApiError 429 (with retry hint) when
-  // the worker's queue is full. Events may arrive before this returns.
+  // Starts, joins or answers from the cache (a memory hit is answered before this returns, even
+  // while the engine is full). Throws api::ApiError 429 queue_full when the cache's claim queue
+  // or the worker's queue is full. Events may arrive before this returns.
   std::shared_ptr<Subscription> start(Prepared prepared, StreamEvents events);
 
   // Stops the cache's thread: claims still waiting are answered (they find no worker to run
