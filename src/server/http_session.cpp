@@ -64,7 +64,7 @@ HttpSession::HttpSession(net::ip::tcp::socket&& socket, std::shared_ptr<ServerCo
 HttpSession::~HttpSession() {
   if (heads_) heads_->remove(head_ticket_);
   if (closer_id_) ctx_->remove_closer(closer_id_);
-  --ctx_->connections;
+  if (counted_) --ctx_->connections;
   if (job_) job_->cancel();
 }
 
@@ -402,6 +402,11 @@ void HttpSession::upgrade(Request req) {
     return refuse(api::ApiError(500, "internal_error", std::string("upgrade failed: ") + e.what()));
   }
   stream_.expires_never();
+  // The connection is counted once: the WebSocket session takes over this session's count (the
+  // 101 can reach the client before this object is gone, and its next connection must not find
+  // the slot still taken).
+  --ctx_->connections;
+  counted_ = false;
   // The read buffer goes along: it holds any frame the client sent right behind its request.
   std::make_shared<WebSocketSession>(stream_.release_socket(), ctx_, authorized, std::move(buffer_))
       ->run(std::move(req));

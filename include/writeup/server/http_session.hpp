@@ -107,6 +107,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool responded_ = false;  // its response has started going out
   bool head_request_ = false;  // HEAD: the answer carries headers only
   std::uint64_t closer_id_ = 0;
+  bool counted_ = true;  // in ctx_->connections (until a WebSocket session takes the count over)
 };
 
 }  // namespace writeup::server
