@@ -13,17 +13,6 @@
 
 namespace writeup::engine {
 
-const char* to_string(JobError e) {
-  switch (e) {
-    case JobError::out_of_memory: return "out_of_memory";
-    case JobError::invalid: return "invalid_request";
-    case JobError::timeout: return "timeout";
-    case JobError::shutdown: return "shutdown";
-    case JobError::internal: return "internal_error";
-  }
-  return "internal_error";
-}
-
 Worker::Worker(WorkerOptions options, std::shared_ptr<const text::BpeTokenizer> tokenizer)
     : options_(std::move(options)), tokenizer_(std::move(tokenizer)) {
   thread_ = std::thread([this] { loop(); });

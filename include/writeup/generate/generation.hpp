@@ -18,6 +18,7 @@ struct GenerationRequest {
   std::vector<int> prompt;  // token ids, at least one
   SamplingParams params;    // max_tokens, sampling, stop strings, seed
   int n = 1;                // independent sequences sharing the prompt
+  int logprobs = 0;         // alternatives reported with each token, 0..5 (engine::kMaxTopLogprobs)
 };
 
 struct GeneratedSequence {

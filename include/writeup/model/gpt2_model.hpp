@@ -13,17 +13,9 @@
 #include "writeup/model/gpt2_weights.hpp"
 #include "writeup/model/kv_cache.hpp"
 #include "writeup/model/packed_linear.hpp"
+#include "writeup/model/sequence_chunk.hpp"
 
 namespace writeup::model {
-
-// One sequence's share of a batched forward step: `tokens` are appended to cache slot
-// `slot` at positions start, start+1, ... (start = tokens already cached for it).
-// A prefill is a chunk with many tokens; a decode step is a chunk with one.
-struct SequenceChunk {
-  int slot = 0;
-  int start = 0;
-  std::vector<int> tokens;
-};
 
 struct LoadOptions {
   std::string device = "cpu";  // "cpu", "cuda", "cuda:N"
