@@ -10,6 +10,7 @@
 
 #include "writeup/engine/worker.hpp"
 #include "writeup/metrics/registry.hpp"
+#include "writeup/model/device.hpp"
 #include "writeup/model/gpt2_config.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 
@@ -50,8 +51,7 @@ bool ModelEntry::ready() const {
 }
 
 std::string ModelEntry::fingerprint() const {
-  auto m = workers.front()->model();
-  return m ? m->fingerprint() : std::string();
+  return workers.front()->fingerprint();
 }
 
 ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Registry& metrics)
@@ -75,14 +75,14 @@ ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Regist
       o.path = mc.path;
       o.load = {mc.device, mc.dtype};
       o.max_queue = config.limits.max_queue;
-      o.batch.slots = std::max(mc.max_batch, config.limits.max_batch_size);  // any request must fit
-      o.batch.min_slots = config.limits.max_batch_size;
-      o.batch.kv_budget_bytes = static_cast<std::size_t>(mc.kv_cache_mb) << 20;
-      o.batch.tokens_total = &metrics.counter("writeup_tokens_generated_total", "Tokens generated", labels);
-      o.batch.oom_total = &metrics.counter("writeup_oom_total", "Device out-of-memory failures", labels);
-      o.batch.first_token_seconds = &metrics.histogram("writeup_time_to_first_token_seconds",
+      o.scheduler.slots = std::max(mc.max_batch, config.limits.max_batch_size);  // any request must fit
+      o.scheduler.min_slots = config.limits.max_batch_size;
+      o.scheduler.kv_budget_bytes = static_cast<std::size_t>(mc.kv_cache_mb) << 20;
+      o.tokens_total = &metrics.counter("writeup_tokens_generated_total", "Tokens generated", labels);
+      o.oom_total = &metrics.counter("writeup_oom_total", "Device out-of-memory failures", labels);
+      o.first_token_seconds = &metrics.histogram("writeup_time_to_first_token_seconds",
                                                  "Time from submission to the first token", buckets, labels);
-      o.batch.token_seconds = &metrics.histogram("writeup_inter_token_seconds",
+      o.token_seconds = &metrics.histogram("writeup_inter_token_seconds",
                                            "Time between consecutive tokens of a sequence", buckets, labels);
       // Test hooks for the end-to-end tests: WRITEUP_TEST_OOM_OVER_TOKENS, a "device" with no
       // room for a forward chunk of more than this many tokens; WRITEUP_TEST_STEP_DELAY_MS, a
@@ -92,7 +92,7 @@ ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Regist
       if (limit || delay) {
         const std::size_t max_tokens = limit ? std::stoul(limit) : std::numeric_limits<std::size_t>::max();
         const auto pause = std::chrono::milliseconds(delay ? std::stoi(delay) : 0);
-        o.batch.before_forward = [max_tokens, pause](long, const std::vector<model::SequenceChunk>& chunks) {
+        o.before_forward = [max_tokens, pause](long, const std::vector<model::SequenceChunk>& chunks) {
           std::this_thread::sleep_for(pause);
           for (const auto& c : chunks) {
             if (c.tokens.size() > max_tokens) {

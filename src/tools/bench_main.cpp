@@ -184,6 +184,30 @@ int bench_decode(const writeup::tools::CliArgs& args) {
   return 0;
 }
 
+// Counts a bench job's tokens and ended sequences (on the worker's thread).
+class BenchSink final : public writeup::engine::JobSink {
+ public:
+  // (first output of the job, sequences that ended, tokens generated)
+  using Report = std::function<void(bool first, int ended, long tokens)>;
+  BenchSink(int sequences, Report report) : left_(sequences), report_(std::move(report)) {}
+  void on_outputs(std::span<const writeup::engine::TokenOutput> outputs) override {
+    int ended = 0;
+    long tokens = 0;
+    for (const auto& o : outputs) {
+      ended += o.finish != writeup::engine::FinishReason::none ? 1 : 0;
+      tokens += o.token >= 0 && o.finish != writeup::engine::FinishReason::eos ? 1 : 0;
+    }
+    left_ -= ended;
+    report_(std::exchange(first_, false), ended, tokens);
+  }
+  void on_error(writeup::engine::ErrorKind, const std::string&) override { report_(false, std::exchange(left_, 0), 0); }
+
+ private:
+  int left_;
+  Report report_;
+  bool first_ = true;
+};
+
 // The real engine (continuous batching) under C concurrent single-sequence requests: each
 // client submits its next request as soon as the previous one completes.
 int bench_engine(const writeup::tools::CliArgs& args) {
@@ -206,8 +230,8 @@ int bench_engine(const writeup::tools::CliArgs& args) {
   o.model_name = "bench";
   o.path = dir;
   o.load = load_options(args);
-  o.batch.slots = *std::max_element(levels.begin(), levels.end()) * n;
-  o.batch.min_slots = n;
+  o.scheduler.slots = *std::max_element(levels.begin(), levels.end()) * n;
+  o.scheduler.min_slots = n;
   o.max_queue = 1024;
   engine::Worker worker(std::move(o), tok);
   while (!worker.load_ended()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -226,7 +250,7 @@ int bench_engine(const writeup::tools::CliArgs& args) {
     for (int r = 0; r < runs; ++r) {
       std::mutex m;
       std::condition_variable cv;
-      int outstanding = 0;
+      int outstanding_sequences = 0;
       long generated = 0;
       const auto t0 = Clock::now();
       std::function<void(int)> launch = [&](int client) {
@@ -236,28 +260,16 @@ int bench_engine(const writeup::tools::CliArgs& args) {
         job->request.params.max_tokens = tokens;
         job->request.params.seed = static_cast<std::uint64_t>(client * 1000 + r);
         const auto start = Clock::now();
-        auto first = std::make_shared<bool>(true);
-        job->callbacks.on_token = [&, first, start](int, int, const std::string&) {
-          if (*first) {
-            std::lock_guard l(m);
-            ttft.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
-            *first = false;
-          }
-        };
-        job->callbacks.on_done = [&](std::vector<generate::GeneratedSequence> res) {
+        job->sink = std::make_shared<BenchSink>(n, [&, start](bool first, int ended, long got) {
           std::lock_guard l(m);
-          for (const auto& seq : res) generated += static_cast<long>(seq.tokens.size());
-          --outstanding;
-          cv.notify_all();
-        };
-        job->callbacks.on_error = [&](engine::JobError, const std::string&) {
-          std::lock_guard l(m);
-          --outstanding;
-          cv.notify_all();
-        };
+          if (first) ttft.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+          generated += got;
+          outstanding_sequences -= ended;
+          if (outstanding_sequences == 0) cv.notify_all();
+        });
         {
           std::lock_guard l(m);
-          ++outstanding;
+          outstanding_sequences += n;
         }
         worker.submit(job);
       };
@@ -265,7 +277,7 @@ int bench_engine(const writeup::tools::CliArgs& args) {
       for (int round = 0; round < 2; ++round) {
         for (int i = 0; i < c; ++i) launch(i);
         std::unique_lock l(m);
-        cv.wait(l, [&] { return outstanding == 0; });
+        cv.wait(l, [&] { return outstanding_sequences == 0; });
       }
       rates.push_back(static_cast<double>(generated) / seconds_since(t0));
     }

@@ -2,6 +2,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -53,6 +54,81 @@ CommandResult run_command(const std::string& command, bool merge_stderr) {
   const int status = ::pclose(pipe);
   r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+CollectingSink::CollectingSink(int sequences) : seqs_(static_cast<std::size_t>(std::max(0, sequences))) {}
+
+void CollectingSink::on_outputs(std::span<const writeup::engine::TokenOutput> outputs) {
+  if (on_each) on_each(outputs);
+  using writeup::engine::FinishReason;
+  {
+    std::lock_guard lock(mutex_);
+    ++calls_;
+    for (const auto& o : outputs) {
+      if (o.index < 0 || o.index >= static_cast<int>(seqs_.size())) throw std::logic_error("output of no sequence");
+      auto& s = seqs_[static_cast<std::size_t>(o.index)];
+      if (s.finish != FinishReason::none) throw std::logic_error("output after the sequence's end");
+      s.outputs.push_back(o);
+      if (o.token >= 0 && o.finish != FinishReason::eos) {
+        s.tokens.push_back(o.token);
+        s.logprobs.push_back(o.logprob);
+      }
+      s.finish = o.finish;
+    }
+  }
+  cv_.notify_all();
+}
+
+void CollectingSink::on_error(writeup::engine::ErrorKind kind, const std::string& message) {
+  {
+    std::lock_guard lock(mutex_);
+    ++calls_;
+    if (failed_) throw std::logic_error("on_error called twice");
+    failed_ = true;
+    error_ = writeup::engine::to_string(kind);
+    message_ = message;
+  }
+  cv_.notify_all();
+}
+
+bool CollectingSink::ended_locked() const {
+  if (failed_) return true;
+  for (const auto& s : seqs_) {
+    if (s.finish == writeup::engine::FinishReason::none) return false;
+  }
+  return true;
+}
+
+bool CollectingSink::wait(std::chrono::milliseconds limit) const {
+  std::unique_lock lock(mutex_);
+  return cv_.wait_for(lock, limit, [&] { return ended_locked(); });
+}
+
+std::vector<CollectingSink::Sequence> CollectingSink::sequences() const {
+  std::lock_guard lock(mutex_);
+  return seqs_;
+}
+
+std::vector<std::vector<int>> CollectingSink::tokens() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::vector<int>> out;
+  for (const auto& s : seqs_) out.push_back(s.tokens);
+  return out;
+}
+
+std::string CollectingSink::error() const {
+  std::lock_guard lock(mutex_);
+  return error_;
+}
+
+std::string CollectingSink::message() const {
+  std::lock_guard lock(mutex_);
+  return message_;
+}
+
+int CollectingSink::calls() const {
+  std::lock_guard lock(mutex_);
+  return calls_;
 }
 
 }  // namespace writeup::test

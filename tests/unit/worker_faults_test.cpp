@@ -7,7 +7,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
-#include <future>
+#include <span>
 #include <thread>
 
 #include "test_support.hpp"
@@ -22,13 +22,14 @@
 using namespace writeup::engine;
 namespace t = writeup::test;
 using Chunks = std::vector<writeup::model::SequenceChunk>;
-using Hook = decltype(BatcherOptions::before_forward);
+using Hook = decltype(WorkerOptions::before_forward);
 
 namespace {
 
+// A job's end: its tokens per sequence, or its error.
 struct Outcome {
-  std::vector<writeup::generate::GeneratedSequence> results;
-  std::string error;  // to_string(JobError) when it failed
+  std::vector<std::vector<int>> tokens;
+  std::string error;  // to_string(ErrorKind) when it failed
 };
 
 std::shared_ptr<const writeup::text::BpeTokenizer> tokenizer() {
@@ -40,10 +41,10 @@ std::unique_ptr<Worker> make_worker(Hook hook = {}, std::string path = t::model_
   WorkerOptions o;
   o.model_name = "tiny-gpt2";
   o.path = std::move(path);
-  o.batch.slots = 8;
+  o.scheduler.slots = 8;
   o.max_queue = 100;
-  o.batch.prefill_chunk = 8;
-  o.batch.before_forward = std::move(hook);
+  o.scheduler.prefill_chunk = 8;
+  o.before_forward = std::move(hook);
   o.probe_interval = std::chrono::milliseconds(10);
   auto w = std::make_unique<Worker>(std::move(o), tokenizer());
   for (int i = 0; i < 30000 && !w->load_ended(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -60,25 +61,27 @@ writeup::generate::GenerationRequest request(const std::string& prompt, int max_
   return r;
 }
 
-std::future<Outcome> submit(Worker& w, const writeup::generate::GenerationRequest& r,
-                            std::function<void(int, int, const std::string&)> on_token = {}) {
-  auto promise = std::make_shared<std::promise<Outcome>>();
+// Submits the request; get() waits (bounded) for its end.
+struct Pending {
+  std::shared_ptr<t::CollectingSink> sink;
+  Outcome get() const {
+    EXPECT_TRUE(sink->wait());
+    return {sink->tokens(), sink->error()};
+  }
+};
+
+Pending submit(Worker& w, const writeup::generate::GenerationRequest& r,
+               std::function<void(std::span<const TokenOutput>)> on_outputs = {}) {
   auto job = std::make_shared<Job>();
   job->request = r;
-  job->callbacks.on_token = std::move(on_token);
-  job->callbacks.on_done = [promise](std::vector<writeup::generate::GeneratedSequence> res) {
-    promise->set_value({std::move(res), ""});
-  };
-  job->callbacks.on_error = [promise](JobError e, const std::string&) { promise->set_value({{}, to_string(e)}); };
+  auto sink = std::make_shared<t::CollectingSink>(r.n);
+  sink->on_each = std::move(on_outputs);
+  job->sink = sink;
   EXPECT_TRUE(w.submit(job));
-  return promise->get_future();
+  return {sink};
 }
 
-std::vector<std::vector<int>> tokens(const Outcome& o) {
-  std::vector<std::vector<int>> out;
-  for (const auto& r : o.results) out.push_back(r.tokens);
-  return out;
-}
+std::vector<std::vector<int>> tokens(const Outcome& o) { return o.tokens; }
 
 c10::Error c10_error(const std::string& message) {
   return c10::Error({__func__, __FILE__, static_cast<std::uint32_t>(__LINE__)}, message);
@@ -168,11 +171,11 @@ TEST(WorkerFaults, AnErrorInOneRequestsForwardFailsOnlyThatRequest) {
   EXPECT_TRUE(worker->ready());  // a request's error is not a device failure
 }
 
-TEST(WorkerFaults, ACallbackThatThrowsFailsOnlyItsJob) {
+TEST(WorkerFaults, ASinkThatThrowsFailsOnlyItsJob) {
   auto worker = make_worker([](long, const Chunks&) { std::this_thread::sleep_for(std::chrono::milliseconds(1)); });
   auto running = submit(*worker, request("Once upon a time", 40, 5));
   auto throwing = submit(*worker, request("In the beginning", 10, 6),
-                         [](int, int, const std::string&) { throw std::runtime_error("a bug in a subscriber"); });
+                         [](std::span<const TokenOutput>) { throw std::runtime_error("a bug in a subscriber"); });
   EXPECT_EQ(throwing.get().error, "internal_error");
   const auto r = running.get();
   EXPECT_EQ(r.error, "");
@@ -212,8 +215,8 @@ TEST(WorkerFaults, APaddedVocabularyIsServedAndThePaddingIsNeverSampled) {
     r.params.temperature = 1.0f;
     const auto got = submit(*worker, r).get();
     ASSERT_EQ(got.error, "") << seed;
-    for (const auto& s : got.results) {
-      for (const int id : s.tokens) EXPECT_LT(id, tokenizer()->vocab_size());
+    for (const auto& s : got.tokens) {
+      for (const int id : s) EXPECT_LT(id, tokenizer()->vocab_size());
     }
   }
 }

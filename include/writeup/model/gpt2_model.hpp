@@ -12,16 +12,11 @@
 #include "writeup/model/gpt2_config.hpp"
 #include "writeup/model/gpt2_weights.hpp"
 #include "writeup/model/kv_cache.hpp"
+#include "writeup/model/load_options.hpp"
 #include "writeup/model/packed_linear.hpp"
 #include "writeup/model/sequence_chunk.hpp"
 
 namespace writeup::model {
-
-struct LoadOptions {
-  std::string device = "cpu";  // "cpu", "cuda", "cuda:N"
-  std::string dtype = "auto";  // auto (float32 on CPU, float16 on CUDA), float32, float16, bfloat16
-  bool packed = true;          // CPU: batch-invariant packed kernels (else BLAS GEMM/GEMV)
-};
 
 // GPT-2 with a KV cache. Thread-compatible: one thread (the model's worker) calls forward.
 class GPT2Model {
