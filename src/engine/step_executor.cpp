@@ -76,7 +76,9 @@ void StepExecutor::remove(RequestId id) { entries_.erase(id); }
 
 void StepExecutor::execute(Scheduler& scheduler, const StepPlan& plan) {
   for (const auto& c : plan.copies) runner_->copy_prefix(c.from, c.to, c.tokens);
-  if (!plan.rows.empty()) run(scheduler, plan.rows);
+  if (plan.rows.empty()) return;
+  ++steps_;
+  run(scheduler, plan.rows);
 }
 
 // Runs the rows; on a device OOM the scheduler cuts them in halves, run one after the other
@@ -88,7 +90,6 @@ void StepExecutor::run(Scheduler& scheduler, std::vector<PlannedRow> rows) {
   for (const auto& r : rows) chunks.push_back(r.chunk);
   at::Tensor logits;
   try {
-    ++steps_;
     if (hooks_.before_forward) hooks_.before_forward(steps_, chunks);
     logits = runner_->step(chunks);  // [rows, V]
   } catch (const c10::OutOfMemoryError&) {

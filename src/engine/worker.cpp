@@ -169,22 +169,21 @@ class Worker::Loop {
   void admit(std::vector<std::shared_ptr<Job>>& incoming) {
     for (auto& job : incoming) {
       const RequestId id = next_id_++;
-      try {
-        executor->add(id, job->request, job->submitted);
-      } catch (const std::invalid_argument& e) {
-        deliver_error(w_.options_.model_name, *job, ErrorKind::invalid, e.what());
-        continue;
-      } catch (const std::exception& e) {
-        log::error("model " + w_.options_.model_name + ": a job could not be set up: " + e.what());
-        deliver_error(w_.options_.model_name, *job, ErrorKind::internal, "the request could not be set up");
-        continue;
-      }
       if (!scheduler->add(id, job->request, job->deadline)) {  // not reached: submit() bounds the queue
-        executor->remove(id);
         deliver_error(w_.options_.model_name, *job, ErrorKind::internal, "the queue is full");
         continue;
       }
       jobs_.emplace(id, Known{std::move(job), 0});
+      if (!scheduler->known(id)) continue;  // it can never run: its error is in the notices
+      const auto& request = jobs_.at(id).job->request;
+      try {
+        executor->add(id, request, jobs_.at(id).job->submitted);
+      } catch (const std::invalid_argument& e) {  // the sampling parameters
+        scheduler->fail(id, ErrorKind::invalid, e.what());
+      } catch (const std::exception& e) {
+        log::error("model " + w_.options_.model_name + ": a job could not be set up: " + e.what());
+        scheduler->fail(id, ErrorKind::internal, "the request could not be set up");
+      }
     }
   }
 

@@ -194,7 +194,8 @@ TEST(Worker, AStopFromTheSinkEndsThatSequenceAtTheNextStep) {
   // Inline, on the worker's thread, as an output processor finding a stop string does.
   sink->on_each = [&](std::span<const TokenOutput> outputs) {
     for (const auto& o : outputs) {
-      if (o.index == 1 && ++seen == 3) weak.lock()->stop(1);
+      if (o.index != 1 || ++seen != 3) continue;
+      if (const auto j = weak.lock()) j->stop(1);
     }
   };
   ASSERT_TRUE(worker->submit(job));
@@ -273,6 +274,8 @@ TEST(Worker, RequestsThatCanNeverRunFailClearly) {
   std::mt19937 rng(3);
   auto r = request(0, rng);
   r.n = 3;  // more sequences than slots
+  EXPECT_EQ(run(*worker, r)->error(), "invalid_request");
+  r.n = 1 << 30;  // refused before anything is set up for its sequences
   EXPECT_EQ(run(*worker, r)->error(), "invalid_request");
   r.n = 1;
   r.params.max_tokens = 64;  // prompt + 64 > 64 positions
