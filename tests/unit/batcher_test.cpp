@@ -275,8 +275,16 @@ TEST(Worker, RequestsThatCanNeverRunFailClearly) {
   auto r = request(0, rng);
   r.n = 3;  // more sequences than slots
   EXPECT_EQ(run(*worker, r)->error(), "invalid_request");
-  r.n = 1 << 30;  // refused before anything is set up for its sequences
-  EXPECT_EQ(run(*worker, r)->error(), "invalid_request");
+  {
+    r.n = 1 << 30;  // refused before anything is set up for its sequences
+    auto job = std::make_shared<Job>();
+    job->request = r;
+    auto sink = std::make_shared<t::CollectingSink>(1);  // only its error comes
+    job->sink = sink;
+    ASSERT_TRUE(worker->submit(job));
+    ASSERT_TRUE(sink->wait());
+    EXPECT_EQ(sink->error(), "invalid_request");
+  }
   r.n = 1;
   r.params.max_tokens = 64;  // prompt + 64 > 64 positions
   auto s = run(*worker, r);
