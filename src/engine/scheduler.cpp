@@ -137,6 +137,7 @@ void Scheduler::retire() {
 void Scheduler::cancel(RequestId id) {
   const auto w = std::find_if(waiting_.begin(), waiting_.end(), [id](const Request& r) { return r.id == id; });
   if (w != waiting_.end()) {
+    for (auto& s : w->seqs) s.done = false;  // a stop flagged while it waited gave no output yet
     for (int i = 0; i < w->n; ++i) end_sequence(*w, i, FinishReason::cancelled);
     notice(id).ended = true;
     waiting_.erase(w);

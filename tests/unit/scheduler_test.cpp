@@ -244,6 +244,31 @@ TEST(Scheduler, ARowOfARequestThatEndedMeanwhileIsIgnored) {
   EXPECT_EQ(s.free_slots(), 2);
 }
 
+TEST(Scheduler, AStopWhileWaitingEndsTheSequenceAtAdmissionAndACancelStillEndsEveryOne) {
+  Scheduler s(options(2, 4), kLimits);
+  ASSERT_TRUE(s.add(1, req(2, 2, 10)));
+  ASSERT_TRUE(s.add(2, req(2, 2, 10)));
+  ASSERT_TRUE(s.add(3, req(2, 2, 10)));
+  s.plan(t0);
+  s.stop(2, 0);
+  s.stop(3, 1);
+  EXPECT_TRUE(s.take_notices().empty());  // nothing ran yet
+  s.cancel(3);
+  auto n = s.take_notices();
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_EQ(n[0].outputs.size(), 2u);  // every sequence ends exactly once
+  s.cancel(1);
+  s.take_notices();
+  const auto plan = s.plan(t0);  // 2 is admitted: its sequence 0 ends with stop, 1 runs
+  n = s.take_notices();
+  ASSERT_EQ(n.size(), 1u);
+  ASSERT_EQ(n[0].outputs.size(), 1u);
+  EXPECT_EQ(n[0].outputs[0].index, 0);
+  EXPECT_EQ(n[0].outputs[0].finish, FinishReason::stop);
+  ASSERT_EQ(plan.rows.size(), 1u);
+  EXPECT_EQ(plan.rows[0].samples, std::vector<int>{1});
+}
+
 TEST(Scheduler, DeadlinesFailWaitingAndRunningRequestsWithTimeout) {
   Scheduler s(options(1, 4), kLimits);
   const auto later = [](int ms) { return t0 + std::chrono::milliseconds(ms); };
