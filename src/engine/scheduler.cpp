@@ -271,20 +271,25 @@ void Scheduler::complete(const PlannedRow& row, std::vector<TokenOutput> sampled
   const auto it = find_running(row.request);
   if (it == running_.end()) return;
   Request& r = *it;
+  std::vector<bool> fresh(r.seqs.size(), false);  // the sequences this row advanced
   if (!r.decoding) {
     if (row.chunk.start != r.prefilled) return;  // not the chunk this request waits for
     r.prefilled += static_cast<int>(row.chunk.tokens.size());
     if (r.prefilled < static_cast<int>(r.prompt.size())) return;
     r.decoding = true;
     for (auto& s : r.seqs) s.pos = r.prefilled;
+    for (const int i : row.samples) fresh[static_cast<std::size_t>(i)] = true;
   } else {
     for (const int i : row.samples) {
       auto& s = r.seqs[static_cast<std::size_t>(i)];
-      if (!s.done && s.pos == row.chunk.start) ++s.pos;
+      if (!s.done && s.pos == row.chunk.start) {
+        ++s.pos;
+        fresh[static_cast<std::size_t>(i)] = true;
+      }
     }
   }
   for (auto& out : sampled) {
-    if (out.index < 0 || out.index >= r.n) continue;
+    if (out.index < 0 || out.index >= r.n || !fresh[static_cast<std::size_t>(out.index)]) continue;
     auto& s = r.seqs[static_cast<std::size_t>(out.index)];
     if (s.done) continue;
     if (out.token == limits_.eos_token) {

@@ -269,6 +269,19 @@ TEST(Scheduler, AStopWhileWaitingEndsTheSequenceAtAdmissionAndACancelStillEndsEv
   EXPECT_EQ(plan.rows[0].samples, std::vector<int>{1});
 }
 
+TEST(Scheduler, ARowCompletedTwiceAdvancesItsSequenceOnce) {
+  Scheduler s(options(2, 4), kLimits);
+  ASSERT_TRUE(s.add(1, req(2, 1, 10)));
+  complete(s, s.plan(t0));
+  const auto plan = s.plan(t0);
+  complete(s, plan);
+  complete(s, plan);  // a stale repeat: ignored
+  const auto n = s.take_notices();
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_EQ(n[0].outputs.size(), 2u);  // the first token and one decode
+  EXPECT_EQ(s.plan(t0).rows[0].chunk.start, 3);
+}
+
 TEST(Scheduler, DeadlinesFailWaitingAndRunningRequestsWithTimeout) {
   Scheduler s(options(1, 4), kLimits);
   const auto later = [](int ms) { return t0 + std::chrono::milliseconds(ms); };
