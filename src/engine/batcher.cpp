@@ -155,6 +155,7 @@ int Batcher::sampled_vocab(const model::GPT2Model& model, const text::BpeTokeniz
 void Batcher::admit(std::shared_ptr<Job> job) {
   const auto& r = job->request;
   const auto fail = [&](const std::string& message) {
+    if (job->sink) return job->sink->on_error(JobError::invalid, message);  // TEMPORARY shim
     if (job->callbacks.on_error) job->callbacks.on_error(JobError::invalid, message);
   };
   if (r.n < 1 || r.n > options_.slots) {
@@ -182,6 +183,7 @@ void Batcher::admit(std::shared_ptr<Job> job) {
     return fail(e.what());
   } catch (const std::exception& e) {
     log::error(std::string("a job could not be set up: ") + e.what());
+    if (job->sink) return job->sink->on_error(JobError::internal, "the request could not be set up");  // TEMPORARY shim
     if (job->callbacks.on_error) job->callbacks.on_error(JobError::internal, "the request could not be set up");
     return;
   }
@@ -197,6 +199,16 @@ void Batcher::admit(std::shared_ptr<Job> job) {
 void Batcher::expire() {
   const auto now = Clock::now();
   for (auto& a : jobs_) {
+    if (a->job->sink && !a->failed) {  // TEMPORARY shim: the processor's stop() and cancel() end sequences
+      for (std::size_t i = 0; i < a->seqs.size(); ++i) {
+        auto& s = a->seqs[i];
+        if (s.done) continue;
+        const bool cancelled = a->job->cancelled();
+        if (!cancelled && !a->job->stopped(static_cast<int>(i))) continue;
+        s.done = true;
+        emit(*a, static_cast<int>(i), -1, cancelled ? FinishReason::cancelled : FinishReason::stop);
+      }
+    }
     if (a->job->cancelled()) {
       for (auto& s : a->seqs) {
         if (!s.done) s.out.finish_reason = "cancelled";
@@ -355,6 +367,16 @@ void Batcher::on_logits(Active& a, int index, const float* logits) {
   a.first = false;
   s.last_time = now;
   if (options_.tokens_total) options_.tokens_total->inc();
+  if (a.job->sink) {  // TEMPORARY shim: typed outputs; the output processor owns text and stop strings
+    if (token == model_->config().eos_token_id) {
+      s.done = true;
+      return emit(a, index, token, FinishReason::eos);
+    }
+    s.out.tokens.push_back(token);
+    s.last = token;
+    s.done = static_cast<int>(s.out.tokens.size()) >= p.max_tokens;
+    return emit(a, index, token, s.done ? FinishReason::length : FinishReason::none);
+  }
   if (token == model_->config().eos_token_id) {
     s.done = true;
     s.out.finish_reason = "stop";
@@ -373,6 +395,15 @@ void Batcher::on_logits(Active& a, int index, const float* logits) {
     generate::append_until_stop(s.out.text, s.decoder.flush(), p.stop);
   }
   if (a.job->callbacks.on_token) a.job->callbacks.on_token(index, token, piece);
+}
+
+// TEMPORARY (h-output shim, dropped when the engine rewrite replaces this file): one output.
+void Batcher::emit(Active& a, int index, int token, FinishReason finish) {
+  TokenOutput o;
+  o.index = index;
+  o.token = token;
+  o.finish = finish;
+  a.job->sink->on_outputs({&o, 1});
 }
 
 void Batcher::release(Active& a) {
@@ -398,7 +429,9 @@ void Batcher::retire() {
     release(a);
     it = jobs_.erase(it);
     try {
-      if (failed) {
+      if (job->sink) {  // TEMPORARY shim: every sequence's end was emitted already
+        if (failed) job->sink->on_error(error, message);
+      } else if (failed) {
         if (job->callbacks.on_error) job->callbacks.on_error(error, message);
       } else if (job->callbacks.on_done) {
         job->callbacks.on_done(std::move(results));

@@ -86,7 +86,11 @@ void Worker::load() {
 
 void Worker::fail_job(Job& job, JobError error, const std::string& message) {
   try {
-    if (job.callbacks.on_error) job.callbacks.on_error(error, message);
+    if (job.sink) {  // TEMPORARY (h-output shim, dropped with the new worker): the JobSink path
+      job.sink->on_error(error, message);
+    } else if (job.callbacks.on_error) {
+      job.callbacks.on_error(error, message);
+    }
   } catch (const std::exception& e) {
     log::error("model " + options_.model_name + ": a job's error callback threw: " + e.what());
   }

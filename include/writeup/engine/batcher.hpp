@@ -87,6 +87,7 @@ class Batcher {
   void finish_prefill(Active& job, const float* logits);
   void retire();
   void release(Active& job);
+  void emit(Active& job, int index, int token, FinishReason finish);  // TEMPORARY (h-output shim)
 
   std::shared_ptr<const model::GPT2Model> model_;
   std::shared_ptr<const text::BpeTokenizer> tokenizer_;
