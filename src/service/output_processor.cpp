@@ -194,7 +194,9 @@ void OutputProcessor::finish() {
   for (const auto& s : seqs_) {
     if (!s.finish) return;
   }
-  release();
+  // Per-token streaming releases what is left; under every_words the final texts carry it
+  // (a last release would break the cadence: one update per N words).
+  if (options_.every_words == 0) release();
   std::vector<generate::GeneratedSequence> results;
   results.reserve(seqs_.size());
   for (const auto& s : seqs_) results.push_back({s.tokens, s.text, s.finish});

@@ -32,7 +32,8 @@ struct OutputOptions {
   // When streamed text is released: 0 = as soon as it is safe (no partial character, no text
   // that may still turn out to be a stop string: SSE); N = only when some sequence gained N
   // words since the last release, and then every sequence's safe text (the writeup protocol's
-  // updated_response rule). The end of the generation releases the rest in any case.
+  // updated_response rule). Under every_words the text not yet released at the end comes
+  // only with the final texts (on_done).
   int every_words = 0;
 };
 
