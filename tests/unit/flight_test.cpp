@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "writeup/service/cached_response.hpp"
 
 namespace {
@@ -174,6 +177,44 @@ TEST(Flight, AReleaseOfSeveralSequencesReachesSubscribersWhole) {
   EXPECT_EQ(replay[0].text, "a");
   EXPECT_EQ(replay[1].text, "bc");
   EXPECT_EQ(replay[1].tokens, 3);
+}
+
+// Subscribers run outside the state lock, yet a joiner's replay still comes before any later
+// release: whoever joins while the producer streams gets the whole text, in order, once.
+TEST(Flight, JoinersDuringAStreamGetEveryByteInOrder) {
+  Flight f(nullptr);
+  constexpr int kReleases = 2000, kJoiners = 8;
+  std::vector<std::string> got(kJoiners);
+  std::vector<int> done(kJoiners, 0);
+  std::atomic<int> produced{0};
+  std::thread producer([&] {
+    for (int i = 0; i < kReleases; ++i) {
+      f.text(delta(0, std::string(1, static_cast<char>('a' + i % 26)), i + 1));
+      ++produced;
+    }
+    f.done(results());
+  });
+  std::thread joiner([&] {
+    for (int k = 0; k < kJoiners; ++k) {
+      // Join at different points of the stream (bounded: the producer ends after kReleases).
+      for (int spin = 0; spin < 100000 && produced.load() < k * kReleases / kJoiners; ++spin) std::this_thread::yield();
+      StreamEvents e;
+      e.on_text = [&got, k](const std::vector<TextDelta>& ds) {
+        for (const auto& d : ds) got[static_cast<std::size_t>(k)] += d.text;
+      };
+      e.on_done = [&done, k](const std::vector<GeneratedSequence>&) { ++done[static_cast<std::size_t>(k)]; };
+      f.join(e);
+    }
+  });
+  producer.join();
+  joiner.join();
+  std::string all;
+  for (int i = 0; i < kReleases; ++i) all += static_cast<char>('a' + i % 26);
+  for (int k = 0; k < kJoiners; ++k) {
+    if (done[static_cast<std::size_t>(k)] == 0) continue;  // joined after the end: refused
+    EXPECT_EQ(got[static_cast<std::size_t>(k)], all) << "joiner " << k;
+    EXPECT_EQ(done[static_cast<std::size_t>(k)], 1);
+  }
 }
 
 TEST(CachedResponse, ResultsRoundTripAndForeignValuesAreRejected) {

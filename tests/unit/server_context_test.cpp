@@ -12,6 +12,7 @@
 #include "redis_server.hpp"
 #include "test_support.hpp"
 #include "writeup/cache/redis_client.hpp"
+#include "writeup/engine/worker.hpp"
 
 namespace t = writeup::test;
 using writeup::api::ApiError;
@@ -185,6 +186,20 @@ TEST(ServerContext, AGenerationIsProcessedOffTheEngineThread) {
   ASSERT_EQ(r.size(), 2u);
   EXPECT_EQ(r[0].finish_reason, "length");
   EXPECT_EQ(r[0].tokens.size(), 20u);
+  EXPECT_EQ(r[0].text.empty(), false);
+
+  // The engine's thread: where a (legacy) job's callback runs. The results above were not built there.
+  auto engine_thread = std::make_shared<std::promise<std::thread::id>>();
+  auto probe = std::make_shared<writeup::engine::Job>();
+  probe->request = prepared.request;
+  probe->callbacks.on_done = [engine_thread](std::vector<writeup::generate::GeneratedSequence>) {
+    engine_thread->set_value(std::this_thread::get_id());
+  };
+  ASSERT_EQ(ctx->models.default_model().workers.size(), 1u);
+  ASSERT_TRUE(ctx->models.default_model().workers[0]->submit(probe));
+  auto engine_id = engine_thread->get_future();
+  ASSERT_EQ(engine_id.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  EXPECT_NE(*thread, engine_id.get());
   EXPECT_NE(*thread, std::this_thread::get_id());
   ctx->shutdown();
 }
