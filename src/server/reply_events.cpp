@@ -30,12 +30,18 @@ service::StreamEvents completion_events(const api::CompletionRequest& request, c
   service::StreamEvents events;
   if (request.stream) {
     // Bytes of each choice streamed so far: a response from the cache streams no deltas, so
-    // its text goes out whole before the final chunks. Both callbacks run on the flight's
-    // thread in order.
+    // its text goes out whole before the final chunks. The flight calls them one at a time,
+    // in order.
     auto streamed = std::make_shared<std::vector<std::size_t>>(static_cast<std::size_t>(request.n), 0);
-    events.on_text = [=](int index, const std::string& delta, int) {
-      (*streamed)[static_cast<std::size_t>(index)] += delta.size();
-      sink.events({api::wire_dump(api::make_completion_chunk(id, created, model, index, delta, std::nullopt))}, false);
+    events.on_text = [=](const std::vector<service::TextDelta>& deltas) {
+      std::vector<std::string> chunks;
+      for (const auto& d : deltas) {
+        const auto i = static_cast<std::size_t>(d.index);
+        if (d.text.empty() || i >= streamed->size()) continue;
+        (*streamed)[i] += d.text.size();
+        chunks.push_back(api::wire_dump(api::make_completion_chunk(id, created, model, d.index, d.text, std::nullopt)));
+      }
+      if (!chunks.empty()) sink.events(std::move(chunks), false);
     };
     events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
       std::vector<std::string> finals;
@@ -52,7 +58,7 @@ service::StreamEvents completion_events(const api::CompletionRequest& request, c
       }
       sink.events(std::move(finals), true);
     };
-    events.on_error = [=](const api::ApiError& e) { sink.events({e.to_wire()}, true); };
+    events.on_error = [=](const service::ServiceError& e) { sink.events({e.error.to_wire()}, true); };
     return events;
   }
   events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
@@ -62,7 +68,7 @@ service::StreamEvents completion_events(const api::CompletionRequest& request, c
       sink.error(api::ApiError(500, "internal_error", e.what()));
     }
   };
-  events.on_error = sink.error;
+  events.on_error = [error = sink.error](const service::ServiceError& e) { error(e.error); };
   return events;
 }
 
@@ -87,7 +93,7 @@ service::StreamEvents generate_events(const api::WriteupRequest& request, const 
       sink.error(api::ApiError(500, "internal_error", e.what()));
     }
   };
-  events.on_error = sink.error;
+  events.on_error = [error = sink.error](const service::ServiceError& e) { error(e.error); };
   return events;
 }
 

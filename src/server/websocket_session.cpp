@@ -48,7 +48,6 @@ struct WebSocketSession::Running {
   std::string cache_key;           // "" = not cached
   std::shared_ptr<service::Subscription> job;  // null while the prompt is being tokenized
   std::vector<std::string> texts;  // each suggestion's text so far
-  std::vector<int> words_sent;     // words of each suggestion in the last frame
   std::vector<int> tokens;
 };
 
@@ -206,7 +205,6 @@ void WebSocketSession::start(const api::WriteupRequest& request) {
   run->model_name = request.model_name.empty() ? ctx_->config.defaults.model : request.model_name;
   run->seed = request.seed.value_or(ctx_->config.defaults.seed);
   run->texts.assign(static_cast<std::size_t>(request.batch_size), "");
-  run->words_sent.assign(run->texts.size(), 0);
   run->tokens.assign(run->texts.size(), 0);
   const std::uint64_t gen = ++generation_;
   current_ = run;
@@ -229,16 +227,18 @@ void WebSocketSession::on_prepared(std::uint64_t gen, std::optional<service::Pre
     run.model_name = prepared->model->config.name;
     run.seed = prepared->request.params.seed;
     run.cache_key = prepared->cache_key;
-    auto self = shared_from_this();
+    // The flight holds these: they hold this session weakly (an event for a gone session is
+    // dropped) and only post to its strand.
+    std::weak_ptr<WebSocketSession> weak = shared_from_this();
     service::StreamEvents events;
-    events.on_text = [self, gen](int index, const std::string& delta, int tokens) {
-      net::post(self->ws_.get_executor(), [=] { self->on_text(gen, index, delta, tokens); });
+    events.on_text = [weak, gen](const std::vector<service::TextDelta>& deltas) {
+      if (auto self = weak.lock()) net::post(self->ws_.get_executor(), [self, gen, deltas] { self->on_text(gen, deltas); });
     };
-    events.on_done = [self, gen](const std::vector<generate::GeneratedSequence>& results) {
-      net::post(self->ws_.get_executor(), [=] { self->on_done(gen, results); });
+    events.on_done = [weak, gen](const std::vector<generate::GeneratedSequence>& results) {
+      if (auto self = weak.lock()) net::post(self->ws_.get_executor(), [self, gen, results] { self->on_done(gen, results); });
     };
-    events.on_error = [self, gen](const api::ApiError& e) {
-      net::post(self->ws_.get_executor(), [=] { self->on_error(gen, e); });
+    events.on_error = [weak, gen](const service::ServiceError& e) {
+      if (auto self = weak.lock()) net::post(self->ws_.get_executor(), [self, gen, e] { self->on_error(gen, e); });
     };
     run.job = ctx_->service.start(std::move(*prepared), events);
   });
@@ -255,7 +255,7 @@ void WebSocketSession::cancel_current(bool report) {
   ++generation_;
 }
 
-void WebSocketSession::finish_with_error(const api::ApiError& error) {
+void WebSocketSession::finish_with_error(const api::ApiError& error, bool out_of_memory) {
   if (!current_) return;
   const auto run = current_;
   if (run->job) run->job->cancel();
@@ -263,21 +263,20 @@ void WebSocketSession::finish_with_error(const api::ApiError& error) {
   ++generation_;
   ctx_->count_request(kRoute, error.status());
   const auto& r = run->request;
-  send(error.code() == "out_of_memory" ? api::make_oom_frame(r.prompt, r.batch_size)
-                                       : api::make_error_frame(r.prompt, r.batch_size, error));
+  send(out_of_memory ? api::make_oom_frame(r.prompt, r.batch_size) : api::make_error_frame(r.prompt, r.batch_size, error));
 }
 
-void WebSocketSession::on_text(std::uint64_t gen, int index, const std::string& delta, int tokens) {
+// One release of the output processor: it already applied the every_words rule, so each
+// release is one updated_response.
+void WebSocketSession::on_text(std::uint64_t gen, const std::vector<service::TextDelta>& deltas) {
   for_generation(gen, "stream", [&](Running& run) {
-    const auto i = static_cast<std::size_t>(index);
-    if (i >= run.texts.size()) return;
-    run.texts[i] += delta;
-    run.tokens[i] = tokens;
-    const int words = api::count_words(run.texts[i]);
-    if (words - run.words_sent[i] >= ctx_->config.stream.every_words) {
-      for (std::size_t k = 0; k < run.texts.size(); ++k) run.words_sent[k] = api::count_words(run.texts[k]);
-      send_frame("updated_response");
+    for (const auto& d : deltas) {
+      const auto i = static_cast<std::size_t>(d.index);
+      if (i >= run.texts.size()) continue;
+      run.texts[i] += d.text;
+      run.tokens[i] = d.tokens;
     }
+    send_frame("updated_response");
   });
 }
 
@@ -293,8 +292,8 @@ void WebSocketSession::on_done(std::uint64_t gen, const std::vector<generate::Ge
   });
 }
 
-void WebSocketSession::on_error(std::uint64_t gen, const api::ApiError& error) {
-  for_generation(gen, "error", [&](Running&) { finish_with_error(error); });
+void WebSocketSession::on_error(std::uint64_t gen, const service::ServiceError& error) {
+  for_generation(gen, "error", [&](Running&) { finish_with_error(error.error, error.out_of_memory()); });
 }
 
 void WebSocketSession::send_frame(const std::string& type, nlohmann::json extras) {

@@ -4,23 +4,11 @@
 #include "writeup/engine/worker.hpp"
 #include "writeup/metrics/registry.hpp"
 #include "writeup/service/cached_response.hpp"
-#include "writeup/service/text_stream.hpp"
 #include "writeup/util/logging.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 
 namespace writeup::service {
 namespace {
-
-api::ApiError to_api_error(engine::JobError e, const std::string& message) {
-  switch (e) {
-    case engine::JobError::out_of_memory: return api::ApiError(503, "out_of_memory", message);
-    case engine::JobError::invalid: return api::ApiError(400, "invalid_request", message);
-    case engine::JobError::timeout: return api::ApiError(503, "timeout", message);
-    case engine::JobError::shutdown: return api::ApiError(503, "shutting_down", message);
-    case engine::JobError::internal: break;
-  }
-  return api::ApiError(500, "internal_error", message);
-}
 
 std::vector<int> encode(const ModelEntry& m, const std::string& prompt) {
   try {
@@ -32,17 +20,16 @@ std::vector<int> encode(const ModelEntry& m, const std::string& prompt) {
 
 }  // namespace
 
-CompletionService::CompletionService(const server::ServerConfig& config, ModelRegistry& models,
-                                     metrics::Registry& metrics)
-    : config_(config), models_(models), metrics_(metrics) {
+CompletionService::CompletionService(ServiceOptions options, ModelRegistry& models, metrics::Registry& metrics)
+    : options_(std::move(options)), models_(models), metrics_(metrics) {
   local_joins_ = &metrics.counter(cache::kJoinsMetric, cache::kJoinsHelp, {{"scope", "local"}});
-  if (config.cache.redis.empty() && config.cache.memory_entries == 0) return;
+  if (options_.cache_redis.empty() && options_.cache_memory_entries == 0) return;
   cache::CacheOptions o;
-  o.redis_url = config.cache.redis;
-  o.ttl = std::chrono::seconds(config.cache.ttl_s);
-  o.memory_entries = static_cast<std::size_t>(config.cache.memory_entries);
-  o.max_claims = static_cast<std::size_t>(config.limits.max_queue);  // same bound as the engine queue
-  o.lock_max_hold = std::chrono::milliseconds(static_cast<long>(config.limits.request_timeout_s * 1000)) + o.lock_ttl;
+  o.redis_url = options_.cache_redis;
+  o.ttl = std::chrono::seconds(options_.cache_ttl_s);
+  o.memory_entries = static_cast<std::size_t>(options_.cache_memory_entries);
+  o.max_claims = static_cast<std::size_t>(options_.max_queue);  // same bound as the engine queue
+  o.lock_max_hold = std::chrono::milliseconds(static_cast<long>(options_.request_timeout_s * 1000)) + o.lock_ttl;
   cache_ = std::make_unique<cache::Cache>(std::move(o), &metrics);
 }
 
@@ -94,8 +81,9 @@ Prepared CompletionService::prepare(const api::WriteupRequest& r) const {
   if (ids.empty()) ids.push_back(p.model->eos_token_id);
   p.prompt_tokens = static_cast<int>(ids.size());
   p.request.prompt = std::move(ids);
-  p.request.params = api::to_sampling_params(r, config_.defaults.seed);
+  p.request.params = api::to_sampling_params(r, options_.default_seed);
   p.request.n = r.batch_size;
+  p.output.every_words = options_.stream_every_words;
   p.cache_key = cache_key("writeup", *p.model, r.prompt, p.request);
   return p;
 }
@@ -112,18 +100,19 @@ Prepared CompletionService::prepare(const api::CompletionRequest& r) const {
                             " and max_tokens asks for " + std::to_string(r.max_tokens),
                         "prompt");
   }
-  p.request.params = api::to_sampling_params(r, config_.defaults.seed);
+  p.request.params = api::to_sampling_params(r, options_.default_seed);
   p.request.n = r.n;
+  p.output.every_words = 0;  // server-sent events: text as soon as it is safe
   p.cache_key = cache_key("openai", *p.model, r.prompt, p.request);
   return p;
 }
 
 std::shared_ptr<Subscription> CompletionService::start(Prepared p, StreamEvents events) {
-  const api::ApiError busy(429, "queue_full", "the server is busy: too many requests are waiting; retry shortly");
+  const ServiceError busy(api::ApiError(429, "queue_full", "the server is busy: too many requests are waiting; retry shortly"));
   if (p.cache_key.empty() || !cache_) {
     auto flight = std::make_shared<Flight>(nullptr);
     const auto id = flight->join(std::move(events));
-    if (!run(flight, p, "")) throw busy;
+    if (!run(flight, p, "")) throw busy.error;
     return std::make_shared<Subscription>(flight, id);
   }
   const std::string key = p.cache_key;
@@ -145,7 +134,7 @@ std::shared_ptr<Subscription> CompletionService::start(Prepared p, StreamEvents 
     id = flight->join(std::move(events));
     flights_[key] = flight;
   }
-  const auto max_wait = std::chrono::milliseconds(static_cast<long>(config_.limits.request_timeout_s * 1000));
+  const auto max_wait = std::chrono::milliseconds(static_cast<long>(options_.request_timeout_s * 1000));
   // A memory hit answers here, before claim() returns; anything else waits for the cache's worker.
   const bool accepted = cache_->claim(key, max_wait, [this, flight, p = std::move(p), busy](cache::Claim claim) {
     const auto& key = p.cache_key;
@@ -171,32 +160,17 @@ std::shared_ptr<Subscription> CompletionService::start(Prepared p, StreamEvents 
     flight->leave(id);    // this caller gets the exception instead of the event
     flight->error(busy);  // anyone who joined the flight meanwhile
     forget(key);
-    throw busy;
+    throw busy.error;
   }
   return std::make_shared<Subscription>(flight, id);
 }
 
 bool CompletionService::run(const std::shared_ptr<Flight>& flight, const Prepared& p, const std::string& lock_token) {
-  auto job = std::make_shared<engine::Job>();
-  job->request = p.request;
-  job->deadline = engine::Job::Clock::now() +
-                  std::chrono::duration_cast<engine::Job::Clock::duration>(
-                      std::chrono::duration<double>(config_.limits.request_timeout_s));
-  auto streams = std::make_shared<std::vector<TextStream>>(static_cast<std::size_t>(p.request.n),
-                                                           TextStream(p.request.params.stop));
-  auto tokens = std::make_shared<std::vector<int>>(static_cast<std::size_t>(p.request.n), 0);
-  job->callbacks.on_token = [flight, streams, tokens](int index, int, const std::string& piece) {
-    const auto i = static_cast<std::size_t>(index);
-    ++(*tokens)[i];
-    const auto delta = (*streams)[i].append(piece);
-    if (!delta.empty()) flight->text(index, delta, (*tokens)[i]);
-  };
   const std::string key = p.cache_key;
-  job->callbacks.on_done = [this, flight, streams, key, lock_token](std::vector<generate::GeneratedSequence> results) {
-    for (std::size_t i = 0; i < results.size(); ++i) {
-      const auto delta = (*streams)[i].finish(results[i].text);
-      if (!delta.empty()) flight->text(static_cast<int>(i), delta, static_cast<int>(results[i].tokens.size()));
-    }
+  // The processor's events run in its drains (off the engine thread), one at a time.
+  OutputEvents events;
+  events.on_text = [flight](const std::vector<TextDelta>& deltas) { flight->text(deltas); };
+  events.on_done = [this, flight, key, lock_token](const std::vector<generate::GeneratedSequence>& results) {
     if (!key.empty()) {
       if (cacheable(results)) {
         cache_->store(key, encode_results(results), lock_token);
@@ -207,17 +181,23 @@ bool CompletionService::run(const std::shared_ptr<Flight>& flight, const Prepare
     flight->done(results);
     if (!key.empty()) forget(key);
   };
-  job->callbacks.on_error = [this, flight, key, lock_token](engine::JobError e, const std::string& message) {
+  events.on_error = [this, flight, key, lock_token](engine::ErrorKind kind, const std::string& message) {
     if (!key.empty()) cache_->release(key, lock_token);
-    flight->error(to_api_error(e, message));
+    flight->error(engine_error(kind, message));
     if (!key.empty()) forget(key);
   };
+  auto processor = std::make_shared<OutputProcessor>(p.model->tokenizer, p.request, p.output,
+                                                     options_.output_executor, std::move(events));
+  auto job = std::make_shared<engine::Job>(p.request, processor);
+  job->deadline = engine::Job::Clock::now() + std::chrono::duration_cast<engine::Job::Clock::duration>(
+                                                  std::chrono::duration<double>(options_.request_timeout_s));
+  processor->bind(job);
   auto& worker = p.model->pick();
   if (!worker.submit(job)) {
     if (!worker.stopping()) return false;  // the queue is full: the caller answers 429
     // Stopping (a claim answered while the server shuts down): say so rather than "busy".
     if (!lock_token.empty()) cache_->release(key, lock_token);
-    flight->error(to_api_error(engine::JobError::shutdown, "the server is stopping"));
+    flight->error(engine_error(engine::ErrorKind::shutdown, "the server is stopping"));
     if (!key.empty()) forget(key);
     return true;
   }

@@ -2,24 +2,39 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "writeup/service/cached_response.hpp"
 
 namespace {
 
 using writeup::generate::GeneratedSequence;
 using writeup::service::Flight;
+using writeup::service::ServiceError;
 using writeup::service::StreamEvents;
+using writeup::service::TextDelta;
 
 struct Recorder {
   std::string text;
+  int releases = 0;
   std::vector<GeneratedSequence> done;
   std::string error;
+  bool oom = false;
   StreamEvents events() {
-    return {[this](int, const std::string& d, int) { text += d; },
+    return {[this](const std::vector<TextDelta>& ds) {
+              ++releases;
+              for (const auto& d : ds) text += d.text;
+            },
             [this](const std::vector<GeneratedSequence>& r) { done = r; },
-            [this](const writeup::api::ApiError& e) { error = e.code(); }};
+            [this](const ServiceError& e) {
+              error = e.error.code();
+              oom = e.out_of_memory();
+            }};
   }
 };
+
+std::vector<TextDelta> delta(int index, const std::string& text, int tokens) { return {{index, text, tokens}}; }
 
 std::vector<GeneratedSequence> results() {
   return {{{1, 2, 3}, "one two", "length"}, {{4}, "ü", "stop"}};
@@ -29,11 +44,12 @@ TEST(Flight, ALateJoinerGetsTheTextSoFarThenEverything) {
   Flight f(nullptr);
   Recorder a, b;
   f.join(a.events());
-  f.text(0, "Hello", 1);
-  f.text(0, " world", 2);
+  f.text(delta(0, "Hello", 1));
+  f.text(delta(0, " world", 2));
   f.join(b.events());
   EXPECT_EQ(b.text, "Hello world");
-  f.text(0, "!", 3);
+  EXPECT_EQ(b.releases, 1);  // the text so far comes as one release
+  f.text(delta(0, "!", 3));
   f.done(results());
   EXPECT_EQ(a.text, "Hello world!");
   EXPECT_EQ(b.text, "Hello world!");
@@ -109,9 +125,96 @@ TEST(Flight, ErrorsReachEverySubscriber) {
   Recorder a, b;
   f.join(a.events());
   f.join(b.events());
-  f.error(writeup::api::ApiError(503, "out_of_memory", "no room"));
+  f.error(writeup::service::engine_error(writeup::engine::ErrorKind::out_of_memory, "no room"));
   EXPECT_EQ(a.error, "out_of_memory");
   EXPECT_EQ(b.error, "out_of_memory");
+  EXPECT_TRUE(a.oom);  // typed: sessions pick the frame from the kind
+  EXPECT_FALSE(ServiceError(writeup::api::ApiError(503, "out_of_memory", "a code is not a kind")).out_of_memory());
+}
+
+// Regression: subscribers were called under the flight's lock, so one that touched the flight
+// (leave, finished, subscribers) from its event deadlocked the producer's thread.
+TEST(Flight, SubscribersRunOutsideTheLock) {
+  Flight f(nullptr);
+  std::uint64_t id = 0;
+  std::size_t seen_subscribers = 0;
+  bool seen_finished = true;
+  StreamEvents e;
+  e.on_text = [&](const std::vector<TextDelta>&) {
+    seen_subscribers = f.subscribers();
+    seen_finished = f.finished();
+  };
+  e.on_done = [&](const std::vector<GeneratedSequence>&) { f.leave(id); };
+  Recorder other;
+  id = f.join(e);
+  f.join(other.events());
+  f.text(delta(0, "x", 1));
+  EXPECT_EQ(seen_subscribers, 2u);
+  EXPECT_FALSE(seen_finished);
+  f.done(results());
+  EXPECT_TRUE(f.finished());
+  EXPECT_EQ(other.done.size(), 2u);
+}
+
+TEST(Flight, AReleaseOfSeveralSequencesReachesSubscribersWhole) {
+  Flight f(nullptr);
+  std::vector<TextDelta> got;
+  StreamEvents e;
+  e.on_text = [&](const std::vector<TextDelta>& ds) { got = ds; };
+  f.join(e);
+  f.text({{0, "a", 1}, {1, "b", 2}});
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].index, 1);
+  EXPECT_EQ(got[1].text, "b");
+  EXPECT_EQ(got[1].tokens, 2);
+  // A late joiner gets each sequence's text so far, with its latest token count.
+  f.text({{1, "c", 3}});
+  std::vector<TextDelta> replay;
+  StreamEvents le;
+  le.on_text = [&](const std::vector<TextDelta>& ds) { replay = ds; };
+  f.join(le);
+  ASSERT_EQ(replay.size(), 2u);
+  EXPECT_EQ(replay[0].text, "a");
+  EXPECT_EQ(replay[1].text, "bc");
+  EXPECT_EQ(replay[1].tokens, 3);
+}
+
+// Subscribers run outside the state lock, yet a joiner's replay still comes before any later
+// release: whoever joins while the producer streams gets the whole text, in order, once.
+TEST(Flight, JoinersDuringAStreamGetEveryByteInOrder) {
+  Flight f(nullptr);
+  constexpr int kReleases = 2000, kJoiners = 8;
+  std::vector<std::string> got(kJoiners);
+  std::vector<int> done(kJoiners, 0);
+  std::atomic<int> produced{0};
+  std::thread producer([&] {
+    for (int i = 0; i < kReleases; ++i) {
+      f.text(delta(0, std::string(1, static_cast<char>('a' + i % 26)), i + 1));
+      ++produced;
+    }
+    f.done(results());
+  });
+  std::thread joiner([&] {
+    for (int k = 0; k < kJoiners; ++k) {
+      // Join at different points of the stream (bounded: the producer ends after kReleases).
+      for (int spin = 0; spin < 100000 && produced.load() < k * kReleases / kJoiners; ++spin) std::this_thread::yield();
+      StreamEvents e;
+      e.on_text = [&got, k](const std::vector<TextDelta>& ds) {
+        for (const auto& d : ds) got[static_cast<std::size_t>(k)] += d.text;
+      };
+      e.on_done = [&done, k](const std::vector<GeneratedSequence>&) { ++done[static_cast<std::size_t>(k)]; };
+      f.join(e);
+    }
+  });
+  producer.join();
+  joiner.join();
+  std::string all;
+  for (int i = 0; i < kReleases; ++i) all += static_cast<char>('a' + i % 26);
+  for (int k = 0; k < kJoiners; ++k) {
+    if (done[static_cast<std::size_t>(k)] == 0) continue;  // joined after the end: refused
+    EXPECT_EQ(got[static_cast<std::size_t>(k)], all) << "joiner " << k;
+    EXPECT_EQ(done[static_cast<std::size_t>(k)], 1);
+  }
 }
 
 TEST(CachedResponse, ResultsRoundTripAndForeignValuesAreRejected) {

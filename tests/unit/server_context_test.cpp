@@ -12,6 +12,7 @@
 #include "redis_server.hpp"
 #include "test_support.hpp"
 #include "writeup/cache/redis_client.hpp"
+#include "writeup/engine/worker.hpp"
 
 namespace t = writeup::test;
 using writeup::api::ApiError;
@@ -100,9 +101,9 @@ TEST(ServerContext, ShutdownBreaksTheOwnershipCycleAndTheContextIsDestroyed) {
 
   auto error = std::make_shared<std::promise<std::string>>();
   StreamEvents events;  // like a session's: holds the context
-  events.on_text = [ctx](int, const std::string&, int) {};
+  events.on_text = [ctx](const std::vector<writeup::service::TextDelta>&) {};
   events.on_done = [ctx, error](const auto&) { error->set_value("done"); };
-  events.on_error = [ctx, error](const ApiError& e) { error->set_value(e.code()); };
+  events.on_error = [ctx, error](const writeup::service::ServiceError& e) { error->set_value(e.error.code()); };
   auto subscription = ctx->service.start(prepared, std::move(events));
   std::weak_ptr<ServerContext> weak = ctx;
   EXPECT_GT(weak.use_count(), 1);  // the cycle: the waiting claim's subscriber holds it
@@ -129,10 +130,76 @@ TEST(ServerContext, DestroyingTheContextWithAClaimWaitingIsOrderly) {
   auto error = std::make_shared<std::promise<std::string>>();
   StreamEvents events;
   events.on_done = [error](const auto&) { error->set_value("done"); };
-  events.on_error = [error](const ApiError& e) { error->set_value(e.code()); };
+  events.on_error = [error](const writeup::service::ServiceError& e) { error->set_value(e.error.code()); };
   auto subscription = ctx->service.start(prepared, std::move(events));
   ctx.reset();  // no explicit shutdown(): the destructor does it
   auto result = error->get_future();
   ASSERT_EQ(result.wait_for(std::chrono::seconds(0)), std::future_status::ready);
   EXPECT_EQ(result.get(), "shutting_down");
+}
+
+TEST(ServerContext, TheServiceIsConfiguredByItsOwnOptions) {
+  auto c = tiny_config("redis://127.0.0.1:1");
+  c.limits.request_timeout_s = 7;
+  c.limits.max_queue = 3;
+  c.defaults.seed = 9;
+  c.cache.ttl_s = 11;
+  c.cache.memory_entries = 12;
+  c.stream.every_words = 13;
+  bool ran = false;
+  const auto o = ServerContext::service_options(c, [&](std::function<void()> task) {
+    ran = true;
+    task();
+  });
+  EXPECT_EQ(o.request_timeout_s, 7);
+  EXPECT_EQ(o.max_queue, 3);
+  EXPECT_EQ(o.default_seed, 9u);
+  EXPECT_EQ(o.cache_redis, "redis://127.0.0.1:1");
+  EXPECT_EQ(o.cache_ttl_s, 11);
+  EXPECT_EQ(o.cache_memory_entries, 12);
+  EXPECT_EQ(o.stream_every_words, 13);
+  ASSERT_TRUE(o.output_executor);
+  o.output_executor([] {});
+  EXPECT_TRUE(ran);
+}
+
+// A generation's results are built on the output pool, neither on the caller's thread nor
+// (with a stop string) past the stop: the whole path from the engine's typed outputs.
+TEST(ServerContext, AGenerationIsProcessedOffTheEngineThread) {
+  auto ctx = std::make_shared<ServerContext>(tiny_config());
+  ASSERT_TRUE(eventually([&] { return ctx->models.ready(); }));
+  auto prepared = ctx->service.prepare(writeup_request("Hello", 20));
+  auto done = std::make_shared<std::promise<std::vector<writeup::generate::GeneratedSequence>>>();
+  auto thread = std::make_shared<std::thread::id>();
+  StreamEvents events;
+  events.on_done = [done, thread](const std::vector<writeup::generate::GeneratedSequence>& r) {
+    *thread = std::this_thread::get_id();
+    done->set_value(r);
+  };
+  events.on_error = [done](const writeup::service::ServiceError& e) {
+    done->set_exception(std::make_exception_ptr(e.error));
+  };
+  auto subscription = ctx->service.start(prepared, std::move(events));
+  auto result = done->get_future();
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  const auto r = result.get();
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].finish_reason, "length");
+  EXPECT_EQ(r[0].tokens.size(), 20u);
+  EXPECT_EQ(r[0].text.empty(), false);
+
+  // The engine's thread: where a (legacy) job's callback runs. The results above were not built there.
+  auto engine_thread = std::make_shared<std::promise<std::thread::id>>();
+  auto probe = std::make_shared<writeup::engine::Job>();
+  probe->request = prepared.request;
+  probe->callbacks.on_done = [engine_thread](std::vector<writeup::generate::GeneratedSequence>) {
+    engine_thread->set_value(std::this_thread::get_id());
+  };
+  ASSERT_EQ(ctx->models.default_model().workers.size(), 1u);
+  ASSERT_TRUE(ctx->models.default_model().workers[0]->submit(probe));
+  auto engine_id = engine_thread->get_future();
+  ASSERT_EQ(engine_id.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  EXPECT_NE(*thread, engine_id.get());
+  EXPECT_NE(*thread, std::this_thread::get_id());
+  ctx->shutdown();
 }

@@ -1,9 +1,11 @@
 #pragma once
 // How a generation's outcome becomes the wire bytes of an HTTP answer: the StreamEvents of one
 // POST /v1/completions (one JSON answer or server-sent events) or POST /v1/generate request.
-// The events run on the flight's thread; they build the bytes there (through api::wire_dump,
-// so they never throw on the text) and hand them to a ReplySink, which takes them to the
-// connection's strand.
+// The events run on the output processor's executor (or the cache's thread for a stored
+// response), never on the engine's: they build the bytes there (through api::wire_dump, so they
+// never throw on the text) and hand them to a ReplySink, which takes them to the connection's
+// strand. (The HTTP session's sink holds it strongly: while a generation runs, that reference
+// is what keeps the session alive.)
 #include <functional>
 #include <string>
 #include <vector>

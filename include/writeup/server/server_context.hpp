@@ -35,11 +35,15 @@ struct ServerContext {
   ServerContext& operator=(const ServerContext&) = delete;
 
   // After the listener stopped and the I/O threads returned: marks the server stopping, stops
-  // the workers (queued jobs fail with "shutdown", running ones end), stops the cache thread
-  // (waiting claims answered), joins the CPU pool. Events it causes are posted to the
+  // the workers (queued jobs fail with "shutdown", running ones end), joins the output pool
+  // (the output processors' last drains run: their stores reach the cache), stops the cache
+  // thread (waiting claims answered), joins the CPU pool. Events it causes are posted to the
   // sessions' strands and dropped with the io_context. Idempotent; not from an I/O thread
   // that still serves (it blocks on joins).
   void shutdown();
+
+  // The completion service's options, from a ServerConfig; output processing runs on `output`.
+  static service::ServiceOptions service_options(const ServerConfig& config, service::Executor output);
 
   ServerConfig config;
   metrics::Registry metrics;
@@ -89,6 +93,9 @@ struct ServerContext {
  private:
   int offload_limit() const;
   boost::asio::thread_pool cpu_pool_;
+  // The output processors' drains: detokenising, stop strings, response bodies. Joined after
+  // the workers stopped (no new drain) and before the cache stops (drains store responses).
+  boost::asio::thread_pool output_pool_;
   std::atomic<int> pending_offloads_{0};
 
   std::once_flag shutdown_once_;

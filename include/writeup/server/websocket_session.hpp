@@ -59,11 +59,12 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
   void start(const api::WriteupRequest& request);
   void on_prepared(std::uint64_t generation, std::optional<service::Prepared> prepared, std::exception_ptr error);
   void cancel_current(bool report);
-  void on_text(std::uint64_t generation, int index, const std::string& delta, int tokens);
+  void on_text(std::uint64_t generation, const std::vector<service::TextDelta>& deltas);
   void on_done(std::uint64_t generation, const std::vector<generate::GeneratedSequence>& results);
-  void on_error(std::uint64_t generation, const api::ApiError& error);
-  // Ends the current request with an error frame (counted with the error's status).
-  void finish_with_error(const api::ApiError& error);
+  void on_error(std::uint64_t generation, const service::ServiceError& error);
+  // Ends the current request with an error frame (counted with the error's status); the
+  // writeup protocol's out-of-memory frame when the engine ran out of memory.
+  void finish_with_error(const api::ApiError& error, bool out_of_memory = false);
   // Runs `body` for the current generation; what it throws ends that request with an error frame.
   template <class Body>
   void for_generation(std::uint64_t generation, const char* what, Body&& body);

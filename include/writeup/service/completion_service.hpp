@@ -11,6 +11,8 @@
 #include "writeup/engine/job.hpp"
 #include "writeup/service/flight.hpp"
 #include "writeup/service/model_registry.hpp"
+#include "writeup/service/output_processor.hpp"
+#include "writeup/service/service_options.hpp"
 
 namespace writeup::cache {
 class Cache;
@@ -29,14 +31,15 @@ struct Prepared {
   int prompt_tokens = 0;     // after any truncation
   int truncated_tokens = 0;  // prompt tokens dropped on the left (writeup protocol only)
   std::string cache_key;     // "" = not cached (no cache configured, or model not loaded)
+  OutputOptions output;      // when text streams (the protocol's rule)
 };
 
-// validate -> cache -> single flight -> engine -> stream -> store. Identical requests cost one
+// validate -> cache -> single flight -> engine -> output processor -> stream -> store. Identical requests cost one
 // generation: a stored response answers at once; one arriving while an identical one runs
 // joins it (in this process), or waits for another instance's (through the Redis lock).
 class CompletionService {
  public:
-  CompletionService(const server::ServerConfig& config, ModelRegistry& models, metrics::Registry& metrics);
+  CompletionService(ServiceOptions options, ModelRegistry& models, metrics::Registry& metrics);
   ~CompletionService();
 
   // Validate and tokenize; throw api::ApiError (404 unknown model, 400 too long for the
@@ -51,12 +54,13 @@ class CompletionService {
 
   // Stops the cache's thread: claims still waiting are answered (they find no worker to run
   // on and fail) and stores still queued are sent. Call after the workers stopped (no job
-  // callback may run any more) and after the I/O threads stopped (no start()). Idempotent;
+  // callback may run any more), after the output executor was joined (no drain runs) and
+  // after the I/O threads stopped (no start()). Idempotent;
   // the destructor calls it, before the flights it touches are destroyed.
   void stop_cache();
 
   const ModelRegistry& models() const { return models_; }
-  const server::ServerConfig& config() const { return config_; }
+  const ServiceOptions& options() const { return options_; }
 
  private:
   const ModelEntry& model(const std::string& name, const std::string& param) const;
@@ -67,7 +71,7 @@ class CompletionService {
   bool run(const std::shared_ptr<Flight>& flight, const Prepared& p, const std::string& lock_token);
   void forget(const std::string& key);  // drops the key's flight once it finished
 
-  const server::ServerConfig& config_;
+  ServiceOptions options_;
   ModelRegistry& models_;
   metrics::Registry& metrics_;
   metrics::Counter* local_joins_ = nullptr;

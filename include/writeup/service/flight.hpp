@@ -9,20 +9,29 @@
 #include <string>
 #include <vector>
 
-#include "writeup/api/api_error.hpp"
 #include "writeup/engine/job.hpp"
 #include "writeup/generate/generation.hpp"
+#include "writeup/service/service_error.hpp"
 
 namespace writeup::service {
 
-// What a started generation reports. Callbacks run on the worker's or the cache's thread,
-// under the flight's lock: they must only hand the event to their own strand and return.
+// Newly released text of sequence `index` (never part of a UTF-8 character or of a possible
+// stop string); `tokens` is the sequence's token count so far.
+struct TextDelta {
+  int index = 0;
+  std::string text;
+  int tokens = 0;
+};
+
+// What a started generation reports. Callbacks run on the output processor's executor or the
+// cache's thread, outside the flight's lock, one event at a time: they must only hand the event
+// to their own strand and return. A subscriber that refers to a session holds it weakly and
+// drops the event when the session is gone.
 struct StreamEvents {
-  // New releasable text of sequence `index` (never splits a UTF-8 character or shows part of
-  // a stop string); `tokens` is the sequence's token count so far.
-  std::function<void(int index, const std::string& delta, int tokens)> on_text;
+  // One release: the new text of one or more sequences.
+  std::function<void(const std::vector<TextDelta>& deltas)> on_text;
   std::function<void(const std::vector<generate::GeneratedSequence>&)> on_done;
-  std::function<void(const api::ApiError&)> on_error;
+  std::function<void(const ServiceError&)> on_error;
 };
 
 class Flight {
@@ -30,37 +39,40 @@ class Flight {
   // `on_abandoned` runs (outside the lock) when the last subscriber left before the end.
   explicit Flight(std::function<void()> on_abandoned);
 
-  // Adds a subscriber and replays the text so far to it. Returns 0 (and adds nothing) when the
-  // flight already ended or was abandoned: the caller starts a new one.
+  // Adds a subscriber and replays the text so far to it (as one release). Returns 0 (and adds
+  // nothing) when the flight already ended or was abandoned: the caller starts a new one. Not
+  // from inside one of this flight's events.
   std::uint64_t join(StreamEvents events);
   // Removes a subscriber; when none remain before the end, cancels the job (if any) and
   // marks the flight abandoned.
   void leave(std::uint64_t id);
   // The engine job once one runs (cancelled at once when the flight was abandoned meanwhile).
-  // Not kept once the flight ended: the job's callbacks hold the flight, so keeping it would
-  // make a cycle that nothing breaks any more.
+  // Not kept once the flight ended: the job holds its output processor, which holds the
+  // flight, so keeping it would make a cycle that nothing breaks any more.
   void set_job(std::shared_ptr<engine::Job> job);
 
-  // Events, fanned out to every subscriber. done() and error() end the flight.
-  void text(int index, const std::string& delta, int tokens);
+  // Events (from one producer at a time: the output processor, or the cache for a stored
+  // response), fanned out to every subscriber. done() and error() end the flight.
+  void text(const std::vector<TextDelta>& deltas);
   void done(const std::vector<generate::GeneratedSequence>& results);
-  void error(const api::ApiError& error);
+  void error(const ServiceError& error);
 
   bool abandoned() const;
   bool finished() const;  // ended or abandoned: no one can join any more
   std::size_t subscribers() const;
 
  private:
-  void end(const std::function<void(StreamEvents&)>& deliver);  // the last event, to everyone
+  // The subscribers to deliver the last event to, taken under the lock; ends the flight and
+  // hands its job to `dropped`.
+  std::vector<StreamEvents> snapshot(bool last, std::shared_ptr<engine::Job>& dropped);
 
-  struct TextEvent {
-    int index;
-    std::string delta;
-    int tokens;
-  };
+  // Deliveries (and a joiner's replay) are serialised by deliver_mutex_, so a joiner gets the
+  // text so far before any later event; the state below is guarded by mutex_, which is never
+  // held while a subscriber runs.
+  std::mutex deliver_mutex_;
   mutable std::mutex mutex_;
   std::map<std::uint64_t, StreamEvents> subscribers_;
-  std::vector<TextEvent> log_;
+  std::vector<TextDelta> log_;  // per sequence: all text so far (index = sequence)
   std::shared_ptr<engine::Job> job_;
   std::uint64_t next_id_ = 0;
   bool ended_ = false;

@@ -1,0 +1,209 @@
+#include "writeup/service/output_processor.hpp"
+
+#include <algorithm>
+
+#include "writeup/api/writeup_protocol.hpp"
+#include "writeup/text/bpe_tokenizer.hpp"
+#include "writeup/util/logging.hpp"
+
+namespace writeup::service {
+
+struct OutputProcessor::Sequence {
+  explicit Sequence(const text::BpeTokenizer& tokenizer) : decoder(tokenizer) {}
+  text::StreamDecoder decoder;
+  std::string text;           // decoded so far, cut before a stop string
+  std::vector<int> tokens;    // EOS excluded
+  std::vector<TokenLogprobs> logprobs;
+  std::size_t released = 0;   // bytes of `text` the clients got
+  int released_tokens = 0;    // token count in the last release
+  int released_words = 0;     // words of the released text (every_words > 0)
+  const char* finish = nullptr;  // set once the sequence ended
+};
+
+OutputProcessor::OutputProcessor(std::shared_ptr<const text::BpeTokenizer> tokenizer,
+                                 const generate::GenerationRequest& request, OutputOptions options, Executor executor,
+                                 OutputEvents events)
+    : tokenizer_(std::move(tokenizer)),
+      options_(options),
+      executor_(std::move(executor)),
+      events_(std::move(events)) {
+  for (const auto& s : request.params.stop) {
+    if (!s.empty()) stops_.push_back(s);
+  }
+  seqs_.reserve(static_cast<std::size_t>(std::max(0, request.n)));
+  for (int i = 0; i < request.n; ++i) seqs_.emplace_back(*tokenizer_);
+}
+
+OutputProcessor::~OutputProcessor() = default;
+
+void OutputProcessor::bind(const std::weak_ptr<engine::Job>& job) { job_ = job; }
+
+void OutputProcessor::on_outputs(std::span<const engine::TokenOutput> outputs) {
+  {
+    std::lock_guard lock(mutex_);
+    queued_.insert(queued_.end(), outputs.begin(), outputs.end());
+    if (draining_) return;
+    draining_ = true;
+  }
+  if (!executor_) return drain();
+  executor_([self = shared_from_this()] { self->drain(); });
+}
+
+void OutputProcessor::on_error(engine::ErrorKind kind, const std::string& message) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!error_) error_.emplace(kind, message);
+    if (draining_) return;
+    draining_ = true;
+  }
+  if (!executor_) return drain();
+  executor_([self = shared_from_this()] { self->drain(); });
+}
+
+const std::vector<TokenLogprobs>& OutputProcessor::logprobs(int index) const {
+  return seqs_.at(static_cast<std::size_t>(index)).logprobs;
+}
+
+// Outputs first, in the order the engine gave them; the error (nothing follows it) last.
+void OutputProcessor::drain() {
+  for (;;) {
+    std::vector<engine::TokenOutput> batch;
+    std::optional<std::pair<engine::ErrorKind, std::string>> error;
+    {
+      std::lock_guard lock(mutex_);
+      if (!queued_.empty()) {
+        batch.swap(queued_);
+      } else if (error_) {
+        error = std::move(error_);
+        error_.reset();
+      } else {
+        draining_ = false;
+        return;
+      }
+    }
+    if (over_) continue;  // done or failed: the rest is dropped
+    try {
+      if (error) {
+        over_ = true;
+        auto events = std::move(events_);
+        events_ = {};
+        if (events.on_error) events.on_error(error->first, error->second);
+        continue;
+      }
+      for (const auto& o : batch) process(o);
+      if (options_.every_words == 0) release();
+      finish();
+    } catch (const std::exception& e) {
+      log::error(std::string("output processor: ") + e.what());
+      if (auto job = job_.lock()) job->cancel();
+      if (!over_) {
+        over_ = true;
+        auto events = std::move(events_);
+        events_ = {};
+        try {
+          if (events.on_error) events.on_error(engine::ErrorKind::internal, "the output could not be processed");
+        } catch (const std::exception& e2) {
+          log::error(std::string("output processor: an error event threw: ") + e2.what());
+        }
+      }
+    }
+  }
+}
+
+void OutputProcessor::process(const engine::TokenOutput& o) {
+  if (o.index < 0 || o.index >= static_cast<int>(seqs_.size())) return;
+  auto& s = seqs_[static_cast<std::size_t>(o.index)];
+  if (s.finish) return;  // ended here (a stop string) before the engine knew: later tokens are not part of it
+  const bool eos = o.finish == engine::FinishReason::eos;
+  if (o.token >= 0 && !eos) {
+    s.tokens.push_back(o.token);
+    TokenLogprobs lp{o.token, o.logprob, {}};
+    lp.top.assign(o.top.begin(), o.top.begin() + std::min<int>(o.n_top, engine::kMaxTopLogprobs));
+    s.logprobs.push_back(std::move(lp));
+    if (append(s, s.decoder.push(o.token))) {
+      end(s, "stop");
+      if (auto job = job_.lock()) job->stop(o.index);  // the engine ends it at its next step
+      return;
+    }
+  }
+  if (o.finish != engine::FinishReason::none) {
+    const bool stopped = append(s, s.decoder.flush());
+    switch (o.finish) {
+      case engine::FinishReason::length: end(s, stopped ? "stop" : "length"); break;
+      case engine::FinishReason::cancelled:
+      case engine::FinishReason::error: end(s, "cancelled"); break;
+      default: end(s, "stop"); break;  // eos, stop
+    }
+    return;
+  }
+  if (options_.every_words > 0) {
+    const int words = api::count_words(std::string_view(s.text).substr(0, safe_size(s)));
+    if (words - s.released_words >= options_.every_words) release();
+  }
+}
+
+bool OutputProcessor::append(Sequence& s, const std::string& piece) {
+  if (piece.empty()) return false;
+  const std::size_t before = s.text.size();
+  s.text += piece;
+  // The text before `piece` held no stop string: one now ends inside `piece`.
+  std::size_t cut = std::string::npos;
+  for (const auto& stop : stops_) {
+    const std::size_t from = before >= stop.size() - 1 ? before - (stop.size() - 1) : 0;
+    cut = std::min(cut, s.text.find(stop, from));
+  }
+  if (cut == std::string::npos) return false;
+  s.text.resize(cut);
+  return true;
+}
+
+void OutputProcessor::end(Sequence& s, const char* reason) { s.finish = reason; }
+
+std::size_t OutputProcessor::safe_size(const Sequence& s) const {
+  if (s.finish) return s.text.size();
+  // Hold back the longest tail that begins a stop string.
+  std::size_t held = 0;
+  const std::string_view text(s.text);
+  for (const auto& stop : stops_) {
+    for (std::size_t k = std::min(stop.size() - 1, text.size()); k > held; --k) {
+      if (text.substr(text.size() - k) == std::string_view(stop).substr(0, k)) {
+        held = k;
+        break;
+      }
+    }
+  }
+  return s.text.size() - held;
+}
+
+void OutputProcessor::release() {
+  std::vector<TextDelta> deltas;
+  for (std::size_t i = 0; i < seqs_.size(); ++i) {
+    auto& s = seqs_[i];
+    const std::size_t safe = std::max(safe_size(s), s.released);
+    const int tokens = static_cast<int>(s.tokens.size());
+    if (safe == s.released && tokens == s.released_tokens) continue;
+    deltas.push_back({static_cast<int>(i), s.text.substr(s.released, safe - s.released), tokens});
+    s.released = safe;
+    s.released_tokens = tokens;
+    if (options_.every_words > 0) s.released_words = api::count_words(std::string_view(s.text).substr(0, safe));
+  }
+  if (!deltas.empty() && events_.on_text) events_.on_text(deltas);
+}
+
+void OutputProcessor::finish() {
+  for (const auto& s : seqs_) {
+    if (!s.finish) return;
+  }
+  // Per-token streaming releases what is left; under every_words the final texts carry it
+  // (a last release would break the cadence: one update per N words).
+  if (options_.every_words == 0) release();
+  std::vector<generate::GeneratedSequence> results;
+  results.reserve(seqs_.size());
+  for (const auto& s : seqs_) results.push_back({s.tokens, s.text, s.finish});
+  over_ = true;
+  auto events = std::move(events_);
+  events_ = {};
+  if (events.on_done) events.on_done(results);
+}
+
+}  // namespace writeup::service
