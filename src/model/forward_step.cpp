@@ -171,15 +171,16 @@ void ForwardStep::write_kv(const at::Tensor& qkv, KVCache& cache, int layer, std
 void ForwardStep::decode_generic(const at::Tensor& qkv, KVCache& cache, int layer, at::Tensor& out) {
   const std::int64_t C = model_.config().n_embd, H = model_.config().n_head, D = model_.config().head_dim();
   const std::int64_t B = buffers_.decode_rows();
-  // Static shapes on a device (T = the cache's length); on the CPU only the positions in use.
-  const std::int64_t T = model_.device().is_cpu() ? buffers_.max_decode_length() : cache.max_tokens();
+  // Static shapes: T is the cache's length whatever the rows' lengths (on the CPU too, so that
+  // the tests run what a captured CUDA step runs).
+  const std::int64_t T = cache.max_tokens();
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   const auto slots = buffers_.slots().narrow(0, 0, B);
   const auto q = qkv.narrow(0, 0, B).narrow(1, 0, C).view({B, H, 1, D});
-  const auto keys = cache.keys(layer).narrow(2, 0, T).index_select(0, slots);      // [B, H, T, D]
-  const auto values = cache.values(layer).narrow(2, 0, T).index_select(0, slots);  // [B, H, T, D]
+  const auto keys = cache.keys(layer).index_select(0, slots);      // [B, H, T, D]
+  const auto values = cache.values(layer).index_select(0, slots);  // [B, H, T, D]
   at::Tensor scores = at::matmul(q, keys.transpose(2, 3)).mul_(scale);             // [B, H, 1, T]
-  const auto masked = buffers_.arange().narrow(0, 0, T).unsqueeze(0) >= buffers_.lengths().unsqueeze(1);  // [B, T]
+  const auto masked = buffers_.arange().unsqueeze(0) >= buffers_.lengths().unsqueeze(1);  // [B, T]
   scores.masked_fill_(masked.view({B, 1, 1, T}), kMinusInf);
   const auto probs = at::softmax(scores, -1, at::kFloat).to(scores.scalar_type());
   out.narrow(0, 0, B).copy_(at::matmul(probs, values).view({B, C}));  // [B, H, 1, D] -> [B, C]

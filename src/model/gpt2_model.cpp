@@ -3,12 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <limits>
 #include <stdexcept>
 
 #include "writeup/model/errors.hpp"

@@ -70,14 +70,12 @@ void StepBuffers::load(std::span<const SequenceChunk> chunks, bool all_logits) {
   std::int64_t* len = host(kLengths);
   std::int64_t* want = host(kWanted);
   prefills_.clear();
-  max_decode_length_ = 0;
   std::int64_t next_decode = 0, next_prefill = decode, wanted = 0;
   for (const auto& c : chunks) {
     const auto t = static_cast<std::int64_t>(c.tokens.size());
     const std::int64_t row = t == 1 ? next_decode++ : next_prefill;
     if (t == 1) {
       len[row] = c.start + 1;
-      max_decode_length_ = std::max(max_decode_length_, len[row]);
     } else {
       prefills_.push_back({row, t, c.slot, c.start});
       next_prefill += t;

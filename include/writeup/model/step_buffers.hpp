@@ -39,8 +39,6 @@ class StepBuffers {
   std::int64_t decode_rows() const { return decode_; }   // rows [0, decode_rows())
   std::int64_t wanted_rows() const { return wanted_; }   // logits rows returned
   const std::vector<Prefill>& prefills() const { return prefills_; }
-  // The longest sequence among the decode rows (after this step's token).
-  std::int64_t max_decode_length() const { return max_decode_length_; }
 
   // Device views, [tokens()] unless said otherwise (all int64).
   at::Tensor ids() const;
@@ -65,7 +63,7 @@ class StepBuffers {
   at::Tensor host_;    // [kSections * capacity] int64, pinned on CUDA
   at::Tensor device_;  // the same on the device (the host buffer itself on the CPU)
   at::Tensor arange_;  // [max_tokens] int64 on the device
-  std::int64_t tokens_ = 0, decode_ = 0, wanted_ = 0, max_decode_length_ = 0;
+  std::int64_t tokens_ = 0, decode_ = 0, wanted_ = 0;
   std::vector<Prefill> prefills_;  // reserved once
 };
 
