@@ -33,6 +33,8 @@ std::size_t KVCache::bytes() const { return 2 * k_.numel() * k_.element_size(); 
 
 at::Tensor KVCache::keys(int layer, int slot) const { return k_[layer][slot]; }
 at::Tensor KVCache::values(int layer, int slot) const { return v_[layer][slot]; }
+at::Tensor KVCache::keys(int layer) const { return k_[layer]; }
+at::Tensor KVCache::values(int layer) const { return v_[layer]; }
 
 void KVCache::copy_prefix(int from, int to, int tokens) {
   if (from == to || tokens == 0) return;

@@ -42,23 +42,13 @@ class GPT2Model {
   // Runs every chunk in one batch, writes their keys/values into `cache`, and returns float32
   // logits on the CPU: [chunks, V] for each chunk's last token, or [total tokens, V] with
   // `all_logits`. Throws std::invalid_argument when a chunk would run past the context.
+  // A thin wrapper over a ForwardStep made for this call (tools and tests; a worker keeps a
+  // ModelRunner, whose step buffers persist).
   at::Tensor forward(std::span<const SequenceChunk> chunks, KVCache& cache,
                      bool all_logits = false) const;
 
  private:
-  at::Tensor attention(const at::Tensor& qkv, std::span<const SequenceChunk> chunks,
-                       KVCache& cache, int layer) const;
-  at::Tensor block(const at::Tensor& x, std::span<const SequenceChunk> chunks, KVCache& cache,
-                   int layer) const;
-  at::Tensor project(const at::Tensor& x, int layer, int which) const;  // which: 0..3 as below
-  struct DecodeRow {
-    std::int64_t row;  // in qkv
-    std::int64_t slot;
-    std::int64_t pos;  // where its key/value go
-  };
-  void decode_attention(const at::Tensor& qkv, const std::vector<DecodeRow>& rows, KVCache& cache, int layer,
-                        at::Tensor& out) const;
-  at::Tensor logits(const at::Tensor& x) const;
+  friend class ForwardStep;  // the one step implementation (forward_step.hpp)
 
   struct PackedBlock {
     PackedLinear c_attn, attn_proj, c_fc, mlp_proj;

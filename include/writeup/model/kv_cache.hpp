@@ -20,6 +20,8 @@ class KVCache {
 
   at::Tensor keys(int layer, int slot) const;    // [H, T, D]
   at::Tensor values(int layer, int slot) const;  // [H, T, D]
+  at::Tensor keys(int layer) const;              // [S, H, T, D]
+  at::Tensor values(int layer) const;            // [S, H, T, D]
   // Copies the first `tokens` positions of slot `from` into slot `to` (shared prompt).
   void copy_prefix(int from, int to, int tokens);
 

@@ -4,6 +4,7 @@
 #include <memory>
 #include <span>
 
+#include "writeup/model/forward_step.hpp"
 #include "writeup/model/gpt2_model.hpp"
 #include "writeup/model/kv_cache.hpp"
 #include "writeup/model/sequence_chunk.hpp"
@@ -18,7 +19,8 @@ struct RunnerOptions {
 };
 
 // One worker's model runner: the shared weights (one copy per device), this worker's KV cache,
-// and the persistent step buffers. Runs on one thread (the worker's).
+// and the persistent step buffers (ForwardStep: token ids, positions, slots, lengths, wanted rows
+// and, on CUDA, the pinned logits and the worker's stream). Runs on one thread (the worker's).
 class ModelRunner {
  public:
   ModelRunner(std::shared_ptr<const GPT2Model> model, RunnerOptions options);
@@ -40,12 +42,16 @@ class ModelRunner {
   const GPT2Model& model() const { return *model_; }
   int slots() const { return options_.slots; }
   int max_tokens() const;
+  int max_step_tokens() const { return options_.max_step_tokens; }
+  // False when the generic path runs (any device, or RunnerOptions::generic on the CPU).
+  bool packed() const { return step_->packed(); }
   std::size_t kv_cache_bytes() const;
 
  private:
   std::shared_ptr<const GPT2Model> model_;
   RunnerOptions options_;
   KVCache cache_;
+  std::unique_ptr<ForwardStep> step_;  // declared after cache_: destroyed (and synchronised) first
 };
 
 }  // namespace writeup::model

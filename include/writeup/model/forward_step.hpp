@@ -1,0 +1,73 @@
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/core/Stream.h>
+
+#include <optional>
+#include <span>
+
+#include "writeup/model/kv_cache.hpp"
+#include "writeup/model/sequence_chunk.hpp"
+#include "writeup/model/step_buffers.hpp"
+
+namespace writeup::model {
+
+class GPT2Model;
+
+struct StepOptions {
+  int max_step_tokens = 1;  // tokens one step may carry
+  int slots = 1;            // of the cache the step runs over
+  int max_tokens = 1;       // positions per slot of that cache
+  bool generic = false;     // CPU: the generic path even when the model has packed kernels
+};
+
+// The one forward step of GPT-2 over a KV cache (what ModelRunner::step and GPT2Model::forward
+// run). Two paths:
+// - packed (CPU, float32): PackedLinear projections and the fixed-order attend kernel for the
+//   decode rows, so a row's logits are bitwise the same whatever shares its step;
+// - generic (any device): ATen ops only. Token ids, positions, slots and lengths live in
+//   persistent StepBuffers; keys/values are written by index; all decode rows attend in one
+//   batched call over their slots with a length mask; prefill chunks use views with host
+//   offsets. No host sync inside a step but the final logits copy, and on CUDA the decode
+//   part's shapes depend only on the number of decode rows (what a CUDA graph per batch-size
+//   bucket needs).
+// On CUDA the step runs on its own stream from the pool and returns the logits through a
+// pinned host buffer. One thread uses it at a time.
+class ForwardStep {
+ public:
+  ForwardStep(const GPT2Model& model, StepOptions options);
+  ~ForwardStep();
+  ForwardStep(const ForwardStep&) = delete;
+  ForwardStep& operator=(const ForwardStep&) = delete;
+
+  // float32 logits on the CPU: [chunks, V] (each chunk's last token) or, with `all_logits`,
+  // [tokens, V] in chunk order. The memory may be this object's: valid until the next run.
+  // Throws std::invalid_argument (before touching the cache) when a chunk is out of range.
+  at::Tensor run(std::span<const SequenceChunk> chunks, KVCache& cache, bool all_logits = false);
+
+  // KVCache::copy_prefix on this step's stream (ordered with the steps, no host sync).
+  void copy_prefix(KVCache& cache, int from, int to, int tokens);
+
+  bool packed() const { return packed_; }
+
+ private:
+  at::Tensor forward(KVCache& cache);
+  at::Tensor block(const at::Tensor& x, KVCache& cache, int layer);
+  at::Tensor attention(const at::Tensor& qkv, KVCache& cache, int layer);
+  void write_kv(const at::Tensor& qkv, KVCache& cache, int layer, std::int64_t first_row);
+  void decode_generic(const at::Tensor& qkv, KVCache& cache, int layer, at::Tensor& out);
+  void decode_packed(const at::Tensor& qkv, KVCache& cache, int layer, at::Tensor& out);
+  void prefill(const at::Tensor& qkv, KVCache& cache, int layer, at::Tensor& out);
+  at::Tensor project(const at::Tensor& x, int layer, int which) const;
+  at::Tensor lm_head(const at::Tensor& x) const;
+  at::Tensor to_host(const at::Tensor& logits);
+  void synchronize() const;
+
+  const GPT2Model& model_;
+  StepOptions options_;
+  bool packed_;
+  StepBuffers buffers_;
+  std::optional<c10::Stream> stream_;  // CUDA: this step's stream
+  at::Tensor host_logits_;             // CUDA: [max_step_tokens, V] float32, pinned
+};
+
+}  // namespace writeup::model
