@@ -2,9 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <stdexcept>
-#include <unordered_set>
 
 #include "writeup/util/hash.hpp"
 
@@ -15,23 +13,48 @@ std::uint64_t sequence_seed(std::uint64_t seed, int index) {
 }
 
 Sampler::Sampler(const SamplingParams& params, int index, std::span<const int> prompt)
-    : params_(params), rng_(sequence_seed(params.seed, index)), prompt_(prompt.begin(), prompt.end()) {
+    : params_(params), rng_(sequence_seed(params.seed, index)), seen_(prompt.begin(), prompt.end()) {
   params_.validate();
 }
 
-void Sampler::observe(int token) { ++generated_[token]; }
+void Sampler::observe(int token) {
+  ++generated_[token];
+  seen_.insert(token);
+}
 
 double Sampler::uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
 
 namespace {
 
-// Applies the repetition, presence and frequency penalties to `a` (logits as double) in place.
-void apply_penalties(std::vector<double>& a, const SamplingParams& params, const std::vector<int>& prompt,
+using Item = detail::ScoredToken;
+using Items = std::vector<Item>;
+
+// The one order of candidates: higher score first, equal scores by lower id (scores hold no NaN).
+// A function object (not a function pointer), so that std::sort and the selection inline it.
+constexpr auto higher = [](const Item& x, const Item& y) {
+  return x.score > y.score || (x.score == y.score && x.id < y.id);
+};
+
+// Greedy: the highest score, the lowest id among equals.
+int argmax(const std::vector<double>& a) {
+  std::size_t best = 0;
+  for (std::size_t i = 1; i < a.size(); ++i) {
+    if (a[i] > a[best]) best = i;
+  }
+  return static_cast<int>(best);
+}
+
+// A bound on the difference between two sums of n positive terms taken in different orders,
+// relative to the total (each is within (n - 1) * 2^-53 of the exact sum), with slack for the
+// few roundings around them.
+double rounding_bound(std::size_t n) { return 8.0 * static_cast<double>(n + 2) * 0x1.0p-53; }
+
+// Penalties on `a` (logits as double) in place: repetition over prompt + output, then presence
+// and frequency over the output.
+void apply_penalties(std::vector<double>& a, const SamplingParams& params, const std::unordered_set<int>& seen,
                      const std::unordered_map<int, int>& generated) {
   const auto in_range = [&](int t) { return t >= 0 && static_cast<std::size_t>(t) < a.size(); };
   if (params.repetition_penalty != 1.0f) {
-    std::unordered_set<int> seen(prompt.begin(), prompt.end());
-    for (const auto& [t, n] : generated) seen.insert(t);
     for (int t : seen) {
       if (!in_range(t)) continue;
       a[t] = a[t] > 0 ? a[t] / params.repetition_penalty : a[t] * params.repetition_penalty;
@@ -44,100 +67,246 @@ void apply_penalties(std::vector<double>& a, const SamplingParams& params, const
   }
 }
 
+double weight(double score, double max) {
+  if (std::isfinite(max)) return std::exp(score - max);
+  return score == max ? 1.0 : 0.0;  // +inf logits share the mass; all -inf: uniform
+}
+
+// Where the running mass of items[0, n), taken in candidate order, first reaches `target`
+// (inclusive: mass >= target; else mass > target): that item, its rank and the mass before it
+// (an estimate: summed in whatever order the selection visited); found == false when the
+// whole mass stays short. Radix selection on the score (buckets are monotone in the score, so
+// each holds a run of consecutive ranks): a histogram of mass per bucket finds the bucket the
+// target falls in, whose items are then split again; a handful are left to sort. O(n).
+struct Crossing {
+  bool found;
+  std::size_t rank;
+  double before;
+  Item item;
+};
+constexpr std::size_t kBuckets = 1024;
+constexpr std::size_t kSortBelow = 48;
+
+Crossing find_crossing(const Item* items, std::size_t n, double target, bool inclusive,
+                       detail::SelectScratch& scratch) {
+  const auto crosses = [&](double mass) { return inclusive ? mass >= target : mass > target; };
+  std::vector<Item>* into = &scratch.band;
+  std::vector<Item>* spare = &scratch.spare;
+  const Item* view = items;
+  std::size_t size = n, base = 0;
+  double acc = 0;
+  std::vector<double> mass(kBuckets);
+  std::vector<std::uint32_t> count(kBuckets);
+  scratch.bucket.resize(std::max(scratch.bucket.size(), n));
+  for (int level = 0; size > kSortBelow && level < 16; ++level) {
+    double hi = -INFINITY, lo = INFINITY;
+    for (std::size_t i = 0; i < size; ++i) {
+      hi = std::max(hi, view[i].score);
+      lo = std::min(lo, view[i].score);
+    }
+    // Scores more than 64 below the highest weigh under e^-64 of it: they share the last bucket.
+    const double range = std::min(hi - lo, 64.0);
+    if (!(range > 0) || !std::isfinite(hi)) break;  // all tied (or all -inf): the sort orders them
+    const double scale = static_cast<double>(kBuckets) / range;
+    std::fill(mass.begin(), mass.end(), 0.0);
+    std::fill(count.begin(), count.end(), 0u);
+    for (std::size_t i = 0; i < size; ++i) {
+      const double t = std::min((hi - view[i].score) * scale, static_cast<double>(kBuckets - 1));
+      const auto b = static_cast<std::uint16_t>(t);
+      scratch.bucket[i] = b;
+      mass[b] += view[i].weight;
+      ++count[b];
+    }
+    std::size_t target_bucket = kBuckets;
+    for (std::size_t b = 0; b < kBuckets; ++b) {
+      if (crosses(acc + mass[b])) {
+        target_bucket = b;
+        break;
+      }
+      acc += mass[b];
+      base += count[b];
+    }
+    if (target_bucket == kBuckets) return {false, base, acc, {}};
+    into->clear();
+    for (std::size_t i = 0; i < size; ++i) {
+      if (scratch.bucket[i] == target_bucket) into->push_back(view[i]);
+    }
+    view = into->data();
+    size = into->size();
+    std::swap(into, spare);
+  }
+  into->assign(view, view + size);
+  std::sort(into->begin(), into->end(), higher);
+  for (std::size_t i = 0; i < size; ++i) {
+    if (crosses(acc + (*into)[i].weight)) return {true, base + i, acc, (*into)[i]};
+    acc += (*into)[i].weight;
+  }
+  return {false, base + size, acc, {}};
+}
+
+// Moves the items ranked at or above `last` to the front of items[0, n); returns their count.
+std::size_t move_to_front(Items& items, std::size_t n, const Item& last) {
+  const auto end = std::partition(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(n),
+                                  [&](const Item& x) { return !higher(last, x); });
+  return static_cast<std::size_t>(end - items.begin());
+}
+
+double sum_in_order(const Items& items, std::size_t n) {
+  double s = 0;
+  for (std::size_t i = 0; i < n; ++i) s += items[i].weight;
+  return s;
+}
+
+void sort_prefix(Items& items, std::size_t n) {
+  std::sort(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(n), higher);
+}
+
+// Top-p over sorted items[0, n): the count of the shortest prefix whose sequential mass
+// reaches `need` (all n when none does).
+std::size_t top_p_count_sorted(const Items& items, std::size_t n, double need) {
+  double mass = 0;
+  std::size_t keep = 0;
+  while (keep < n && mass < need) mass += items[keep++].weight;
+  return keep;
+}
+
+// Candidates after penalties (already in `a`), temperature, top-k and top-p: items[0, count)
+// hold the kept set, in id order when neither top-k nor top-p applies, else sorted or (from a
+// selection) in no particular order.
+enum class Order { id, sorted, selected };
+struct Kept {
+  std::size_t count;
+  Order order;
+};
+// Selections up to this size are sorted outright (cheaper than checking estimates).
+constexpr std::size_t kSortOutright = 256;
+
+Kept keep_set(const std::vector<double>& a, const SamplingParams& params, Items& items,
+              detail::SelectScratch& scratch) {
+  const std::size_t V = a.size();
+  items.resize(V);
+  for (std::size_t i = 0; i < V; ++i) items[i] = Item{a[i] / params.temperature, 0.0, static_cast<int>(i)};
+  std::size_t n = V;
+  bool sorted = false;
+  const bool top_k = params.top_k > 0 && static_cast<std::size_t>(params.top_k) < V;
+  if (top_k) {
+    n = static_cast<std::size_t>(params.top_k);
+    const auto kth = items.begin() + static_cast<std::ptrdiff_t>(n);
+    if (n <= kSortOutright) {  // one pass against a heap of the best n: the usual small k
+      std::partial_sort(items.begin(), kth, items.end(), higher);
+      sorted = true;
+    } else {
+      std::nth_element(items.begin(), kth, items.end(), higher);
+    }
+    items.resize(n);
+  }
+  double max = -INFINITY;
+  for (std::size_t i = 0; i < n; ++i) max = std::max(max, items[i].score);
+  for (std::size_t i = 0; i < n; ++i) items[i].weight = weight(items[i].score, max);
+  if (params.top_p >= 1.0f) return {n, top_k ? (sorted ? Order::sorted : Order::selected) : Order::id};
+  // The total in id order (no top-k) or in candidate order (top-k, when sorted) is the one a
+  // full sort would use; otherwise it is an estimate, covered by the rounding bound.
+  const bool exact_total = !top_k || sorted;
+  double total = sum_in_order(items, n);
+  if (sorted) return {top_p_count_sorted(items, n, params.top_p * total), Order::sorted};
+  const double need = params.top_p * total;
+  const Crossing c = find_crossing(items.data(), n, need, /*inclusive=*/true, scratch);
+  const double tol = rounding_bound(n) * total;
+  if (c.found && std::isfinite(total)) {
+    const bool first_short = c.rank == 0 || c.before + tol < need;
+    const bool last_reaches = c.rank + 1 == n || c.before + c.item.weight - tol >= need;
+    if (first_short && last_reaches && move_to_front(items, n, c.item) == c.rank + 1) {
+      return {c.rank + 1, Order::selected};
+    }
+  }
+  // Too close to call in floating point: the full sort and its sequential sums decide.
+  sort_prefix(items, n);
+  if (!exact_total) total = sum_in_order(items, n);
+  return {top_p_count_sorted(items, n, params.top_p * total), Order::sorted};
+}
+
+// The draw over items[0, n) in candidate order: the first whose sequential share of the mass
+// passes u (the last when rounding leaves u past them all).
+int draw_in_order(const Items& items, std::size_t n, double u) {
+  const double sum = sum_in_order(items, n);
+  double cum = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    cum += items[i].weight / sum;
+    if (u < cum) return items[i].id;
+  }
+  return items[n - 1].id;
+}
+
+// The same draw over an unsorted kept set, by selection; sorts only when an estimate is too
+// close to u to decide.
+int draw_unsorted(Items& items, std::size_t n, double u, detail::SelectScratch& scratch) {
+  if (n <= kSortOutright) {
+    sort_prefix(items, n);
+    return draw_in_order(items, n, u);
+  }
+  const double sum = sum_in_order(items, n);
+  const Crossing c = find_crossing(items.data(), n, u * sum, /*inclusive=*/false, scratch);
+  const double tol = rounding_bound(n);
+  if (c.found && std::isfinite(sum)) {
+    const bool before_passed = c.rank == 0 || c.before / sum + tol <= u;
+    const bool reaches = c.rank + 1 == n || u < (c.before + c.item.weight) / sum - tol;
+    if (before_passed && reaches) return c.item.id;
+  }
+  sort_prefix(items, n);
+  return draw_in_order(items, n, u);
+}
+
 }  // namespace
 
-std::vector<double> Sampler::adjusted(std::span<const float> logits) const {
-  std::vector<double> a(logits.begin(), logits.end());
-  apply_penalties(a, params_, prompt_, generated_);
-  return a;
+void Sampler::scores(std::span<const float> logits, std::vector<double>& a) const {
+  if (logits.empty()) throw std::invalid_argument("sampler got empty logits");
+  a.assign(logits.begin(), logits.end());
+  apply_penalties(a, params_, seen_, generated_);
+  for (double& v : a) {
+    if (std::isnan(v)) v = -INFINITY;  // a NaN never wins and never breaks the order
+  }
 }
 
 std::vector<std::pair<int, double>> Sampler::candidates(std::span<const float> logits) const {
-  if (logits.empty()) throw std::invalid_argument("sampler got empty logits");
-  std::vector<double> a = adjusted(logits);
-  const int V = static_cast<int>(a.size());
-  // Higher score first; equal scores by lower id, so ties never depend on sort internals.
-  const auto better = [&](int x, int y) { return a[x] > a[y] || (a[x] == a[y] && x < y); };
-  if (params_.greedy()) {
-    int best = 0;
-    for (int i = 1; i < V; ++i) {
-      if (better(i, best)) best = i;
-    }
-    return {{best, 1.0}};
-  }
-  for (double& v : a) v /= params_.temperature;
-  std::vector<int> ids(static_cast<std::size_t>(V));
-  std::iota(ids.begin(), ids.end(), 0);
-  if (params_.top_k > 0 && params_.top_k < V) {
-    std::partial_sort(ids.begin(), ids.begin() + params_.top_k, ids.end(), better);
-    ids.resize(static_cast<std::size_t>(params_.top_k));
-  }
-  double max = -INFINITY;
-  for (int i : ids) max = std::max(max, a[i]);
-  double total = 0;
-  for (int i : ids) total += std::exp(a[i] - max);
-  if (params_.top_p < 1.0f) {
-    // The most likely tokens until their mass reaches top_p (at least one). Sorting the whole
-    // vocabulary costs milliseconds and LM distributions are peaked, so sort a prefix of 64,
-    // then 1024, and everything only when those do not hold enough mass.
-    std::vector<std::pair<double, int>> scored;  // (score, id): contiguous for the sort
-    scored.reserve(ids.size());
-    for (int i : ids) scored.emplace_back(a[i], i);
-    const auto higher = [](const auto& x, const auto& y) {
-      return x.first > y.first || (x.first == y.first && x.second < y.second);
-    };
-    const double need = params_.top_p * total;
-    std::size_t keep = 0;
-    for (std::size_t k : {std::size_t{64}, std::size_t{1024}, scored.size()}) {
-      k = std::min(k, scored.size());
-      std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(k),
-                        scored.end(), higher);
-      double mass = 0;
-      keep = 0;
-      while (keep < k && mass < need) mass += std::exp(scored[keep++].first - max);
-      if (mass >= need || k == scored.size()) break;
-    }
-    ids.resize(std::max<std::size_t>(keep, 1));
-    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = scored[i].second;
-  }
+  std::vector<double> a;
+  scores(logits, a);
+  if (params_.greedy()) return {{argmax(a), 1.0}};
+  Items items;
+  detail::SelectScratch scratch;
+  const Kept kept = keep_set(a, params_, items, scratch);
+  if (kept.order == Order::selected) sort_prefix(items, kept.count);
   std::vector<std::pair<int, double>> out;
-  out.reserve(ids.size());
-  double sum = 0;
-  for (int i : ids) {
-    const double p = std::exp(a[i] - max);
-    out.emplace_back(i, p);
-    sum += p;
-  }
-  for (auto& c : out) c.second /= sum;
+  out.reserve(kept.count);
+  const double sum = sum_in_order(items, kept.count);
+  for (std::size_t i = 0; i < kept.count; ++i) out.emplace_back(items[i].id, items[i].weight / sum);
   return out;
 }
 
 int Sampler::sample(std::span<const float> logits) {
   int token;
-  if (params_.greedy() || params_.top_k > 0 || params_.top_p < 1.0f) {
-    const auto cands = candidates(logits);
-    token = cands.size() == 1 ? cands[0].first : draw(cands);
-  } else {
+  if (params_.greedy()) {
+    scores(logits, scratch_);
+    token = argmax(scratch_);
+  } else if (params_.top_k == 0 && params_.top_p >= 1.0f) {
     token = draw_full(logits);
+  } else {
+    scores(logits, scratch_);
+    const Kept kept = keep_set(scratch_, params_, items_, select_);
+    if (kept.count == 1) {
+      token = items_[0].id;  // no draw (and no random number) for a single candidate
+    } else if (kept.order != Order::selected) {
+      token = draw_in_order(items_, kept.count, uniform());  // in candidate order: sorted or by id
+    } else {
+      token = draw_unsorted(items_, kept.count, uniform(), select_);
+    }
   }
   observe(token);
   return token;
 }
 
-int Sampler::draw(const std::vector<std::pair<int, double>>& cands) {
-  const double u = uniform();
-  double cum = 0;
-  for (const auto& [id, p] : cands) {
-    cum += p;
-    if (u < cum) return id;
-  }
-  return cands.back().first;
-}
-
 int Sampler::draw_full(std::span<const float> logits) {
   // The whole vocabulary in id order, without sorting or per-call allocations.
-  scratch_.assign(logits.begin(), logits.end());
-  apply_penalties(scratch_, params_, prompt_, generated_);
+  scores(logits, scratch_);
   double max = -INFINITY;
   for (double v : scratch_) max = std::max(max, v);
   double sum = 0;
