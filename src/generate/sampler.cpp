@@ -85,6 +85,24 @@ struct Crossing {
   Item item;
 };
 constexpr std::size_t kBuckets = 1024;
+
+// The highest and lowest score of items[0, n) (four running pairs: no long dependency chain).
+void score_bounds(const Item* items, std::size_t n, double& hi, double& lo) {
+  double h[4] = {hi, hi, hi, hi}, l[4] = {lo, lo, lo, lo};
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (std::size_t j = 0; j < 4; ++j) {
+      h[j] = std::max(h[j], items[i + j].score);
+      l[j] = std::min(l[j], items[i + j].score);
+    }
+  }
+  for (; i < n; ++i) {
+    h[0] = std::max(h[0], items[i].score);
+    l[0] = std::min(l[0], items[i].score);
+  }
+  hi = std::max(std::max(h[0], h[1]), std::max(h[2], h[3]));
+  lo = std::min(std::min(l[0], l[1]), std::min(l[2], l[3]));
+}
 constexpr std::size_t kSortBelow = 48;
 
 Crossing find_crossing(const Item* items, std::size_t n, double target, bool inclusive,
@@ -95,15 +113,14 @@ Crossing find_crossing(const Item* items, std::size_t n, double target, bool inc
   const Item* view = items;
   std::size_t size = n, base = 0;
   double acc = 0;
-  std::vector<double> mass(kBuckets);
-  std::vector<std::uint32_t> count(kBuckets);
+  auto& mass = scratch.mass;
+  auto& count = scratch.count;
+  mass.resize(kBuckets);
+  count.resize(kBuckets);
   scratch.bucket.resize(std::max(scratch.bucket.size(), n));
   for (int level = 0; size > kSortBelow && level < 16; ++level) {
     double hi = -INFINITY, lo = INFINITY;
-    for (std::size_t i = 0; i < size; ++i) {
-      hi = std::max(hi, view[i].score);
-      lo = std::min(lo, view[i].score);
-    }
+    score_bounds(view, size, hi, lo);
     // Scores more than 64 below the highest weigh under e^-64 of it: they share the last bucket.
     const double range = std::min(hi - lo, 64.0);
     if (!(range > 0) || !std::isfinite(hi)) break;  // all tied (or all -inf): the sort orders them
@@ -144,12 +161,6 @@ Crossing find_crossing(const Item* items, std::size_t n, double target, bool inc
   return {false, base + size, acc, {}};
 }
 
-// Moves the items ranked at or above `last` to the front of items[0, n); returns their count.
-std::size_t move_to_front(Items& items, std::size_t n, const Item& last) {
-  const auto end = std::partition(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(n),
-                                  [&](const Item& x) { return !higher(last, x); });
-  return static_cast<std::size_t>(end - items.begin());
-}
 
 double sum_in_order(const Items& items, std::size_t n) {
   double s = 0;
@@ -170,22 +181,36 @@ std::size_t top_p_count_sorted(const Items& items, std::size_t n, double need) {
   return keep;
 }
 
-// Candidates after penalties (already in `a`), temperature, top-k and top-p: items[0, count)
-// hold the kept set, in id order when neither top-k nor top-p applies, else sorted or (from a
-// selection) in no particular order.
+// Candidates after penalties (already in `a`), temperature, top-k and top-p. Order::id and
+// Order::sorted: items[0, count) are the kept set, in id order (neither top-k nor top-p applies)
+// or sorted. Order::selected: the kept set is the `count` highest of items[0, span), in no
+// particular order, `last` the lowest of them; the others in the span weigh 0.
 enum class Order { id, sorted, selected };
 struct Kept {
   std::size_t count;
   Order order;
+  std::size_t span = 0;
+  Item last{};
 };
+
+// Moves a selected kept set to the front, so that items[0, count) hold it.
+void gather(Items& items, const Kept& kept) {
+  if (kept.order != Order::selected || kept.span == kept.count) return;
+  std::partition(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(kept.span),
+                 [&](const Item& x) { return !higher(kept.last, x); });
+}
 // Selections up to this size are sorted outright (cheaper than checking estimates).
 constexpr std::size_t kSortOutright = 256;
 
 Kept keep_set(const std::vector<double>& a, const SamplingParams& params, Items& items,
               detail::SelectScratch& scratch) {
   const std::size_t V = a.size();
-  items.resize(V);
-  for (std::size_t i = 0; i < V; ++i) items[i] = Item{a[i] / params.temperature, 0.0, static_cast<int>(i)};
+  items.resize(V);  // never shrunk: a sampler's vocabulary keeps its size
+  if (params.temperature == 1.0f) {  // x / 1 == x: skip the divisions
+    for (std::size_t i = 0; i < V; ++i) items[i] = Item{a[i], 0.0, static_cast<int>(i)};
+  } else {
+    for (std::size_t i = 0; i < V; ++i) items[i] = Item{a[i] / params.temperature, 0.0, static_cast<int>(i)};
+  }
   std::size_t n = V;
   bool sorted = false;
   const bool top_k = params.top_k > 0 && static_cast<std::size_t>(params.top_k) < V;
@@ -198,12 +223,11 @@ Kept keep_set(const std::vector<double>& a, const SamplingParams& params, Items&
     } else {
       std::nth_element(items.begin(), kth, items.end(), higher);
     }
-    items.resize(n);
   }
-  double max = -INFINITY;
-  for (std::size_t i = 0; i < n; ++i) max = std::max(max, items[i].score);
+  double max = -INFINITY, min = INFINITY;
+  score_bounds(items.data(), n, max, min);
   for (std::size_t i = 0; i < n; ++i) items[i].weight = weight(items[i].score, max);
-  if (params.top_p >= 1.0f) return {n, top_k ? (sorted ? Order::sorted : Order::selected) : Order::id};
+  if (params.top_p >= 1.0f) return {n, top_k ? (sorted ? Order::sorted : Order::selected) : Order::id, n};
   // The total in id order (no top-k) or in candidate order (top-k, when sorted) is the one a
   // full sort would use; otherwise it is an estimate, covered by the rounding bound.
   const bool exact_total = !top_k || sorted;
@@ -215,8 +239,14 @@ Kept keep_set(const std::vector<double>& a, const SamplingParams& params, Items&
   if (c.found && std::isfinite(total)) {
     const bool first_short = c.rank == 0 || c.before + tol < need;
     const bool last_reaches = c.rank + 1 == n || c.before + c.item.weight - tol >= need;
-    if (first_short && last_reaches && move_to_front(items, n, c.item) == c.rank + 1) {
-      return {c.rank + 1, Order::selected};
+    if (first_short && last_reaches) {
+      const Item last = c.item;
+      for (std::size_t i = 0; i < n; ++i) {  // branch-free: most of a flat row is kept
+        Item& x = items[i];
+        const bool below = (last.score > x.score) | ((last.score == x.score) & (last.id < x.id));
+        x.weight *= static_cast<double>(!below);  // times 1 or 0: exact, and no branch
+      }
+      return {c.rank + 1, Order::selected, n, last};
     }
   }
   // Too close to call in floating point: the full sort and its sequential sums decide.
@@ -237,21 +267,21 @@ int draw_in_order(const Items& items, std::size_t n, double u) {
   return items[n - 1].id;
 }
 
-// The same draw over an unsorted kept set, by selection; sorts only when an estimate is too
+// The same draw over a selected kept set, by selection; sorts only when an estimate is too
 // close to u to decide.
-int draw_unsorted(Items& items, std::size_t n, double u, detail::SelectScratch& scratch) {
-  if (n <= kSortOutright) {
-    sort_prefix(items, n);
-    return draw_in_order(items, n, u);
+int draw_selected(Items& items, const Kept& kept, double u, detail::SelectScratch& scratch) {
+  const std::size_t n = kept.count;
+  if (n > kSortOutright) {
+    const double sum = sum_in_order(items, kept.span);  // the rest of the span weighs 0
+    const Crossing c = find_crossing(items.data(), kept.span, u * sum, /*inclusive=*/false, scratch);
+    const double tol = rounding_bound(kept.span);
+    if (c.found && c.rank < n && std::isfinite(sum)) {
+      const bool before_passed = c.rank == 0 || c.before / sum + tol <= u;
+      const bool reaches = c.rank + 1 == n || u < (c.before + c.item.weight) / sum - tol;
+      if (before_passed && reaches) return c.item.id;
+    }
   }
-  const double sum = sum_in_order(items, n);
-  const Crossing c = find_crossing(items.data(), n, u * sum, /*inclusive=*/false, scratch);
-  const double tol = rounding_bound(n);
-  if (c.found && std::isfinite(sum)) {
-    const bool before_passed = c.rank == 0 || c.before / sum + tol <= u;
-    const bool reaches = c.rank + 1 == n || u < (c.before + c.item.weight) / sum - tol;
-    if (before_passed && reaches) return c.item.id;
-  }
+  gather(items, kept);
   sort_prefix(items, n);
   return draw_in_order(items, n, u);
 }
@@ -274,7 +304,10 @@ std::vector<std::pair<int, double>> Sampler::candidates(std::span<const float> l
   Items items;
   detail::SelectScratch scratch;
   const Kept kept = keep_set(a, params_, items, scratch);
-  if (kept.order == Order::selected) sort_prefix(items, kept.count);
+  if (kept.order == Order::selected) {
+    gather(items, kept);
+    sort_prefix(items, kept.count);
+  }
   std::vector<std::pair<int, double>> out;
   out.reserve(kept.count);
   const double sum = sum_in_order(items, kept.count);
@@ -292,12 +325,12 @@ int Sampler::sample(std::span<const float> logits) {
   } else {
     scores(logits, scratch_);
     const Kept kept = keep_set(scratch_, params_, items_, select_);
-    if (kept.count == 1) {
-      token = items_[0].id;  // no draw (and no random number) for a single candidate
+    if (kept.count == 1) {  // no draw (and no random number) for a single candidate
+      token = kept.order == Order::selected ? kept.last.id : items_[0].id;
     } else if (kept.order != Order::selected) {
       token = draw_in_order(items_, kept.count, uniform());  // in candidate order: sorted or by id
     } else {
-      token = draw_unsorted(items_, kept.count, uniform(), select_);
+      token = draw_selected(items_, kept, uniform(), select_);
     }
   }
   observe(token);

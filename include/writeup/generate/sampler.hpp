@@ -25,6 +25,8 @@ struct ScoredToken {
 struct SelectScratch {
   std::vector<ScoredToken> band, spare;  // the items of the bucket being split
   std::vector<std::uint16_t> bucket;     // bucket of each item at the current level
+  std::vector<double> mass;              // per bucket
+  std::vector<std::uint32_t> count;      // per bucket
 };
 }  // namespace detail
 
