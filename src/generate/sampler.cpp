@@ -26,8 +26,32 @@ double Sampler::uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53
 
 namespace {
 
-using Item = detail::ScoredToken;
+// One scored candidate.
+struct Item {
+  double score;   // penalised logit / temperature
+  double weight;  // exp(score - max score); 0 below a selected top-p set
+  int id;
+};
 using Items = std::vector<Item>;
+
+// Buffers of the selection, reused from token to token.
+struct SelectScratch {
+  Items band, spare;                  // the items of the bucket being split
+  std::vector<std::uint16_t> bucket;  // bucket of each item at the current level
+  std::vector<double> mass;           // per bucket
+  std::vector<std::uint32_t> count;   // per bucket
+};
+
+// Full-vocabulary buffers, one set per thread (samplers of one engine run on its thread).
+struct Buffers {
+  std::vector<double> values;
+  Items items;
+  SelectScratch select;
+};
+Buffers& buffers() {
+  thread_local Buffers b;
+  return b;
+}
 
 // The one order of candidates: higher score first, equal scores by lower id (scores hold no NaN).
 // A function object (not a function pointer), so that std::sort and the selection inline it.
@@ -72,20 +96,6 @@ double weight(double score, double max) {
   return score == max ? 1.0 : 0.0;  // +inf logits share the mass; all -inf: uniform
 }
 
-// Where the running mass of items[0, n), taken in candidate order, first reaches `target`
-// (inclusive: mass >= target; else mass > target): that item, its rank and the mass before it
-// (an estimate: summed in whatever order the selection visited); found == false when the
-// whole mass stays short. Radix selection on the score (buckets are monotone in the score, so
-// each holds a run of consecutive ranks): a histogram of mass per bucket finds the bucket the
-// target falls in, whose items are then split again; a handful are left to sort. O(n).
-struct Crossing {
-  bool found;
-  std::size_t rank;
-  double before;
-  Item item;
-};
-constexpr std::size_t kBuckets = 1024;
-
 // The highest and lowest score of items[0, n) (four running pairs: no long dependency chain).
 void score_bounds(const Item* items, std::size_t n, double& hi, double& lo) {
   double h[4] = {hi, hi, hi, hi}, l[4] = {lo, lo, lo, lo};
@@ -103,10 +113,24 @@ void score_bounds(const Item* items, std::size_t n, double& hi, double& lo) {
   hi = std::max(std::max(h[0], h[1]), std::max(h[2], h[3]));
   lo = std::min(std::min(l[0], l[1]), std::min(l[2], l[3]));
 }
-constexpr std::size_t kSortBelow = 48;
+
+// Where the running mass of items[0, n), taken in candidate order, first reaches `target`
+// (inclusive: mass >= target; else mass > target): that item, its rank and the mass before it
+// (an estimate: summed in whatever order the selection visited); found == false when the
+// whole mass stays short. Radix selection on the score (buckets are monotone in the score, so
+// each holds a run of consecutive ranks): a histogram of mass per bucket finds the bucket the
+// target falls in, whose items are then split again; a handful are left to sort. O(n).
+struct Crossing {
+  bool found;
+  std::size_t rank;
+  double before;
+  Item item;
+};
+constexpr std::size_t kBuckets = 1024;  // per level
+constexpr std::size_t kSortBelow = 48;  // items left to sort
 
 Crossing find_crossing(const Item* items, std::size_t n, double target, bool inclusive,
-                       detail::SelectScratch& scratch) {
+                       SelectScratch& scratch) {
   const auto crosses = [&](double mass) { return inclusive ? mass >= target : mass > target; };
   std::vector<Item>* into = &scratch.band;
   std::vector<Item>* spare = &scratch.spare;
@@ -161,7 +185,6 @@ Crossing find_crossing(const Item* items, std::size_t n, double target, bool inc
   return {false, base + size, acc, {}};
 }
 
-
 double sum_in_order(const Items& items, std::size_t n) {
   double s = 0;
   for (std::size_t i = 0; i < n; ++i) s += items[i].weight;
@@ -203,7 +226,7 @@ void gather(Items& items, const Kept& kept) {
 constexpr std::size_t kSortOutright = 256;
 
 Kept keep_set(const std::vector<double>& a, const SamplingParams& params, Items& items,
-              detail::SelectScratch& scratch) {
+              SelectScratch& scratch) {
   const std::size_t V = a.size();
   items.resize(V);  // never shrunk: a sampler's vocabulary keeps its size
   if (params.temperature == 1.0f) {  // x / 1 == x: skip the divisions
@@ -269,7 +292,7 @@ int draw_in_order(const Items& items, std::size_t n, double u) {
 
 // The same draw over a selected kept set, by selection; sorts only when an estimate is too
 // close to u to decide.
-int draw_selected(Items& items, const Kept& kept, double u, detail::SelectScratch& scratch) {
+int draw_selected(Items& items, const Kept& kept, double u, SelectScratch& scratch) {
   const std::size_t n = kept.count;
   if (n > kSortOutright) {
     const double sum = sum_in_order(items, kept.span);  // the rest of the span weighs 0
@@ -298,12 +321,12 @@ void Sampler::scores(std::span<const float> logits, std::vector<double>& a) cons
 }
 
 std::vector<std::pair<int, double>> Sampler::candidates(std::span<const float> logits) const {
-  std::vector<double> a;
+  Buffers& buf = buffers();
+  std::vector<double>& a = buf.values;
+  Items& items = buf.items;
   scores(logits, a);
   if (params_.greedy()) return {{argmax(a), 1.0}};
-  Items items;
-  detail::SelectScratch scratch;
-  const Kept kept = keep_set(a, params_, items, scratch);
+  const Kept kept = keep_set(a, params_, items, buf.select);
   if (kept.order == Order::selected) {
     gather(items, kept);
     sort_prefix(items, kept.count);
@@ -318,19 +341,22 @@ std::vector<std::pair<int, double>> Sampler::candidates(std::span<const float> l
 int Sampler::sample(std::span<const float> logits) {
   int token;
   if (params_.greedy()) {
-    scores(logits, scratch_);
-    token = argmax(scratch_);
+    Buffers& buf = buffers();
+    scores(logits, buf.values);
+    token = argmax(buf.values);
   } else if (params_.top_k == 0 && params_.top_p >= 1.0f) {
     token = draw_full(logits);
   } else {
-    scores(logits, scratch_);
-    const Kept kept = keep_set(scratch_, params_, items_, select_);
+    Buffers& buf = buffers();
+    Items& items = buf.items;
+    scores(logits, buf.values);
+    const Kept kept = keep_set(buf.values, params_, items, buf.select);
     if (kept.count == 1) {  // no draw (and no random number) for a single candidate
-      token = kept.order == Order::selected ? kept.last.id : items_[0].id;
+      token = kept.order == Order::selected ? kept.last.id : items[0].id;
     } else if (kept.order != Order::selected) {
-      token = draw_in_order(items_, kept.count, uniform());  // in candidate order: sorted or by id
+      token = draw_in_order(items, kept.count, uniform());  // in candidate order: sorted or by id
     } else {
-      token = draw_selected(items_, kept, uniform(), select_);
+      token = draw_selected(items, kept, uniform(), buf.select);
     }
   }
   observe(token);
@@ -339,22 +365,23 @@ int Sampler::sample(std::span<const float> logits) {
 
 int Sampler::draw_full(std::span<const float> logits) {
   // The whole vocabulary in id order, without sorting or per-call allocations.
-  scores(logits, scratch_);
+  std::vector<double>& values = buffers().values;
+  scores(logits, values);
   double max = -INFINITY;
-  for (double v : scratch_) max = std::max(max, v);
+  for (double v : values) max = std::max(max, v);
   double sum = 0;
   const double inv_t = 1.0 / params_.temperature;
-  for (double& v : scratch_) {
+  for (double& v : values) {
     v = std::exp((v - max) * inv_t);
     sum += v;
   }
   const double target = uniform() * sum;
   double cum = 0;
-  for (std::size_t i = 0; i < scratch_.size(); ++i) {
-    cum += scratch_[i];
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    cum += values[i];
     if (target < cum) return static_cast<int>(i);
   }
-  return static_cast<int>(scratch_.size()) - 1;
+  return static_cast<int>(values.size()) - 1;
 }
 
 }  // namespace writeup::generate

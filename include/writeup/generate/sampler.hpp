@@ -14,31 +14,16 @@ namespace writeup::generate {
 // the same on every build and machine.
 std::uint64_t sequence_seed(std::uint64_t seed, int index);
 
-namespace detail {
-// One scored candidate of the sampler's selection (sampler.cpp).
-struct ScoredToken {
-  double score;   // penalised logit / temperature
-  double weight;  // exp(score - max score)
-  int id;
-};
-// Buffers of the selection, reused from token to token.
-struct SelectScratch {
-  std::vector<ScoredToken> band, spare;  // the items of the bucket being split
-  std::vector<std::uint16_t> bucket;     // bucket of each item at the current level
-  std::vector<double> mass;              // per bucket
-  std::vector<std::uint32_t> count;      // per bucket
-};
-}  // namespace detail
-
 // Picks tokens for one sequence from float32 logits, with its own generator. Deterministic:
 // the same params, seed, index, prompt and logits give the same tokens on any platform
 // (mt19937_64 and a hand-written uniform draw; no library distributions).
 //
 // Order of candidates: higher score first, equal scores by lower id (NaN scores count as -inf).
-// Every setting costs O(V) per token: top-k by a heap of k, top-p and the draw from a large
+// Every setting costs O(V) per token: top-k by a heap of k (by selection past 256), top-p and the draw from a large
 // kept set by a radix selection on the score whose floating-point decisions are checked
 // against a rounding bound; only a decision within that bound sorts. The result is always the
-// one a full sort with sequential sums in candidate order gives.
+// one a full sort with sequential sums in candidate order gives. The full-vocabulary buffers
+// are per thread (sampler.cpp), so a Sampler stays small however many sequences run.
 class Sampler {
  public:
   Sampler(const SamplingParams& params, int index, std::span<const int> prompt);
@@ -62,9 +47,6 @@ class Sampler {
   std::mt19937_64 rng_;
   std::unordered_set<int> seen_;           // prompt + generated tokens (repetition penalty)
   std::unordered_map<int, int> generated_;  // token -> count
-  std::vector<double> scratch_;             // full-vocabulary values (reused)
-  std::vector<detail::ScoredToken> items_;  // full-vocabulary candidates (reused)
-  detail::SelectScratch select_;
 };
 
 }  // namespace writeup::generate
