@@ -130,7 +130,7 @@ constexpr std::size_t kBuckets = 1024;  // per level
 constexpr std::size_t kSortBelow = 48;  // items left to sort
 
 Crossing find_crossing(const Item* items, std::size_t n, double target, bool inclusive,
-                       SelectScratch& scratch) {
+                       SelectScratch& scratch, double hi0 = NAN, double lo0 = NAN) {
   const auto crosses = [&](double mass) { return inclusive ? mass >= target : mass > target; };
   std::vector<Item>* into = &scratch.band;
   std::vector<Item>* spare = &scratch.spare;
@@ -144,7 +144,12 @@ Crossing find_crossing(const Item* items, std::size_t n, double target, bool inc
   scratch.bucket.resize(std::max(scratch.bucket.size(), n));
   for (int level = 0; size > kSortBelow && level < 16; ++level) {
     double hi = -INFINITY, lo = INFINITY;
-    score_bounds(view, size, hi, lo);
+    if (level == 0 && !std::isnan(hi0)) {  // the caller's bounds of items[0, n)
+      hi = hi0;
+      lo = lo0;
+    } else {
+      score_bounds(view, size, hi, lo);
+    }
     // Scores more than 64 below the highest weigh under e^-64 of it: they share the last bucket.
     const double range = std::min(hi - lo, 64.0);
     if (!(range > 0) || !std::isfinite(hi)) break;  // all tied (or all -inf): the sort orders them
@@ -214,6 +219,7 @@ struct Kept {
   Order order;
   std::size_t span = 0;
   Item last{};
+  double hi = NAN, lo = NAN;  // score bounds of the span, when known
 };
 
 // Moves a selected kept set to the front, so that items[0, count) hold it.
@@ -249,27 +255,38 @@ Kept keep_set(const std::vector<double>& a, const SamplingParams& params, Items&
   }
   double max = -INFINITY, min = INFINITY;
   score_bounds(items.data(), n, max, min);
-  for (std::size_t i = 0; i < n; ++i) items[i].weight = weight(items[i].score, max);
-  if (params.top_p >= 1.0f) return {n, top_k ? (sorted ? Order::sorted : Order::selected) : Order::id, n};
   // The total in id order (no top-k) or in candidate order (top-k, when sorted) is the one a
   // full sort would use; otherwise it is an estimate, covered by the rounding bound.
+  double total = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    items[i].weight = weight(items[i].score, max);
+    total += items[i].weight;
+  }
+  if (params.top_p >= 1.0f) {
+    return {n, top_k ? (sorted ? Order::sorted : Order::selected) : Order::id, n, {}, max, min};
+  }
   const bool exact_total = !top_k || sorted;
-  double total = sum_in_order(items, n);
   if (sorted) return {top_p_count_sorted(items, n, params.top_p * total), Order::sorted};
   const double need = params.top_p * total;
-  const Crossing c = find_crossing(items.data(), n, need, /*inclusive=*/true, scratch);
+  const Crossing c = find_crossing(items.data(), n, need, /*inclusive=*/true, scratch, max, min);
   const double tol = rounding_bound(n) * total;
   if (c.found && std::isfinite(total)) {
     const bool first_short = c.rank == 0 || c.before + tol < need;
     const bool last_reaches = c.rank + 1 == n || c.before + c.item.weight - tol >= need;
+    const Item last = c.item;
+    if (first_short && last_reaches && c.rank < kSortOutright) {  // a few: to the front
+      Kept kept{c.rank + 1, Order::selected, n, last};
+      gather(items, kept);
+      kept.span = kept.count;
+      return kept;
+    }
     if (first_short && last_reaches) {
-      const Item last = c.item;
       for (std::size_t i = 0; i < n; ++i) {  // branch-free: most of a flat row is kept
         Item& x = items[i];
         const bool below = (last.score > x.score) | ((last.score == x.score) & (last.id < x.id));
         x.weight *= static_cast<double>(!below);  // times 1 or 0: exact, and no branch
       }
-      return {c.rank + 1, Order::selected, n, last};
+      return {c.rank + 1, Order::selected, n, last, max, min};
     }
   }
   // Too close to call in floating point: the full sort and its sequential sums decide.
@@ -296,7 +313,7 @@ int draw_selected(Items& items, const Kept& kept, double u, SelectScratch& scrat
   const std::size_t n = kept.count;
   if (n > kSortOutright) {
     const double sum = sum_in_order(items, kept.span);  // the rest of the span weighs 0
-    const Crossing c = find_crossing(items.data(), kept.span, u * sum, /*inclusive=*/false, scratch);
+    const Crossing c = find_crossing(items.data(), kept.span, u * sum, /*inclusive=*/false, scratch, kept.hi, kept.lo);
     const double tol = rounding_bound(kept.span);
     if (c.found && c.rank < n && std::isfinite(sum)) {
       const bool before_passed = c.rank == 0 || c.before / sum + tol <= u;
