@@ -228,6 +228,7 @@ void gather(Items& items, const Kept& kept) {
   std::partition(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(kept.span),
                  [&](const Item& x) { return !higher(kept.last, x); });
 }
+
 // Selections up to this size are sorted outright (cheaper than checking estimates).
 constexpr std::size_t kSortOutright = 256;
 
@@ -313,7 +314,8 @@ int draw_selected(Items& items, const Kept& kept, double u, SelectScratch& scrat
   const std::size_t n = kept.count;
   if (n > kSortOutright) {
     const double sum = sum_in_order(items, kept.span);  // the rest of the span weighs 0
-    const Crossing c = find_crossing(items.data(), kept.span, u * sum, /*inclusive=*/false, scratch, kept.hi, kept.lo);
+    const Crossing c =
+        find_crossing(items.data(), kept.span, u * sum, /*inclusive=*/false, scratch, kept.hi, kept.lo);
     const double tol = rounding_bound(kept.span);
     if (c.found && c.rank < n && std::isfinite(sum)) {
       const bool before_passed = c.rank == 0 || c.before / sum + tol <= u;

@@ -1,12 +1,14 @@
-// writeup-bench sample [--vocab 50257] [--tokens N] [--runs N] [--rows N] [--setting NAME] [--shape flat|peaked]: the sampler alone, median
-// microseconds per sampled token for each setting the server offers, over synthetic rows of a
-// real-size vocabulary: "flat" (what a random-weight model or a high temperature gives: every
-// token has some mass, so top-p keeps most of the vocabulary) and "peaked" (a trained model's
-// shape: a few dozen tokens hold most of the mass).
+// writeup-bench sample [--vocab 50257] [--tokens N] [--runs N] [--rows N] [--setting NAME]
+// [--shape flat|peaked]: the sampler alone, median microseconds per sampled token for each
+// setting the server offers, over synthetic rows of a real-size vocabulary: "flat" (what a
+// random-weight model or a high temperature gives: every token has some mass, so top-p keeps
+// most of the vocabulary) and "peaked" (a trained model's shape: a few dozen tokens hold most
+// of the mass). The checksum of the drawn tokens is equal across builds that draw the same.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 

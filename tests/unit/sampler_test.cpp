@@ -495,7 +495,9 @@ TEST(Sampler, SeededDrawsAreTheSameAsBeforeTheSelection) {
     const auto& k = cases[c];
     Sampler s(k.p, 0, prompt);
     std::vector<int> got;
-    for (int t = 0; t < 8; ++t) got.push_back(s.sample(portable_row(k.peaked, 1000 * c + static_cast<std::uint64_t>(t % 3))));
+    for (int t = 0; t < 8; ++t) {
+      got.push_back(s.sample(portable_row(k.peaked, 1000 * c + static_cast<std::uint64_t>(t % 3))));
+    }
     EXPECT_EQ(got, k.want) << "case " << c;
   }
 }
