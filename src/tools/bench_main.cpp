@@ -31,6 +31,8 @@
 #include "writeup/text/bpe_tokenizer.hpp"
 #include "writeup/util/threads.hpp"
 
+namespace writeup::tools { int bench_sample(int argc, char** argv); }  // bench_sample.cpp
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -376,6 +378,7 @@ int main(int argc, char** argv) {
   }
   const std::string mode = argv[1];
   try {
+    if (mode == "sample") return writeup::tools::bench_sample(argc - 1, argv + 1);
     writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions", "prompt-tokens",
                                                            "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel", "long-word-kb"},
                                  {});
