@@ -1,16 +1,16 @@
 #include "writeup/service/model_registry.hpp"
 
-#include <c10/util/Exception.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <limits>
 #include <thread>
 #include <stdexcept>
 
+#include "writeup/engine/shared_weights.hpp"
+#include "writeup/engine/test_hooks.hpp"
 #include "writeup/engine/worker.hpp"
 #include "writeup/metrics/registry.hpp"
-#include "writeup/model/device.hpp"
+#include "writeup/model/device_memory.hpp"
 #include "writeup/model/gpt2_config.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 
@@ -69,6 +69,8 @@ ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Regist
       throw std::runtime_error("model '" + mc.name + "': " + e.what());
     }
     const metrics::Labels labels = {{"model", mc.name}};
+    const auto weights = engine::shared_weights(mc.path, {mc.device, mc.dtype});
+    const auto hooks = engine::test_hooks_from_env();
     for (int i = 0; i < mc.workers; ++i) {
       engine::WorkerOptions o;
       o.model_name = mc.name;
@@ -84,24 +86,8 @@ ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Regist
                                                  "Time from submission to the first token", buckets, labels);
       o.token_seconds = &metrics.histogram("writeup_inter_token_seconds",
                                            "Time between consecutive tokens of a sequence", buckets, labels);
-      // Test hooks for the end-to-end tests: WRITEUP_TEST_OOM_OVER_TOKENS, a "device" with no
-      // room for a forward chunk of more than this many tokens; WRITEUP_TEST_STEP_DELAY_MS, a
-      // slow device (so that identical requests overlap).
-      const char* limit = std::getenv("WRITEUP_TEST_OOM_OVER_TOKENS");
-      const char* delay = std::getenv("WRITEUP_TEST_STEP_DELAY_MS");
-      if (limit || delay) {
-        const std::size_t max_tokens = limit ? std::stoul(limit) : std::numeric_limits<std::size_t>::max();
-        const auto pause = std::chrono::milliseconds(delay ? std::stoi(delay) : 0);
-        o.before_forward = [max_tokens, pause](long, const std::vector<model::SequenceChunk>& chunks) {
-          std::this_thread::sleep_for(pause);
-          for (const auto& c : chunks) {
-            if (c.tokens.size() > max_tokens) {
-              throw c10::OutOfMemoryError({__func__, __FILE__, static_cast<std::uint32_t>(__LINE__)},
-                                          "injected by WRITEUP_TEST_OOM_OVER_TOKENS");
-            }
-          }
-        };
-      }
+      o.before_forward = hooks;
+      o.weights = weights;  // one copy of the weights for all the model's workers
       entry->workers.push_back(std::make_unique<engine::Worker>(std::move(o), entry->tokenizer));
       auto* w = entry->workers.back().get();
       const metrics::Labels wl = {{"model", mc.name}, {"worker", std::to_string(i)}};

@@ -28,6 +28,8 @@
 #include "writeup/generate/generation.hpp"
 #include "writeup/generate/sampler.hpp"
 #include "writeup/model/gpt2_model.hpp"
+#include "writeup/model/model_runner.hpp"
+#include "writeup/service/local_generation.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 #include "writeup/util/threads.hpp"
 
@@ -129,13 +131,15 @@ int bench_load(const writeup::tools::CliArgs& args) {
   const std::string dir = args.require("model");
   std::vector<double> load, first;
   for (int r = 0; r < args.get_int("runs", 3); ++r) {
+    // The server's path: tokenizer, weights and KV cache on a worker, then one token through
+    // the scheduler, the runner and the output processor.
     const auto t = Clock::now();
-    auto model = writeup::model::GPT2Model::load(dir);
-    auto tok = writeup::text::BpeTokenizer::from_model_dir(dir);
+    writeup::service::LocalEngine engine({dir, load_options(args)});
     load.push_back(seconds_since(t));
-    auto cache = model->make_cache(1, 8);
-    std::vector<writeup::model::SequenceChunk> chunk{{0, 0, tok->encode("Hello")}};
-    model->forward(chunk, cache);
+    writeup::generate::GenerationRequest req;
+    req.prompt = engine.tokenizer().encode("Hello");
+    req.params.max_tokens = 1;
+    engine.run(req);
     first.push_back(seconds_since(t));
   }
   std::printf("{\"bench\":\"load\",\"model\":\"%s\",\"load_s\":%.3f,\"load_and_first_token_s\":%.3f}\n",
@@ -146,20 +150,22 @@ int bench_load(const writeup::tools::CliArgs& args) {
 int bench_decode(const writeup::tools::CliArgs& args) {
   const std::string dir = args.require("model");
   writeup::configure_threads(args.get_int("threads", 0));
-  auto model = writeup::model::GPT2Model::load(dir, load_options(args));
-  auto tok = writeup::text::BpeTokenizer::from_model_dir(dir);
   writeup::generate::GenerationRequest req;
-  req.prompt = tok->encode("The history of the written word begins");
-  req.params.max_tokens = args.get_int("tokens", 128);
   req.n = args.get_int("n", 1);
+  // The server's engine for one request: worker, scheduler, runner, output processor.
+  writeup::service::LocalEngine engine({dir, load_options(args), std::max(1, req.n)});
+  const auto model = engine.worker().model();
+  req.prompt = engine.tokenizer().encode("The history of the written word begins");
+  req.params.max_tokens = args.get_int("tokens", 128);
   std::vector<double> rates, steps;
   for (int r = 0; r < args.get_int("runs", 3); ++r) {
     req.params.seed = static_cast<std::uint64_t>(r);
     Clock::time_point first{}, last{};
     long count = 0;
-    writeup::generate::generate(*model, *tok, req, [&](int index, int, const std::string&) {
+    engine.run(req, [&](const writeup::engine::TokenOutput& o) {
+      if (o.token < 0 || o.finish == writeup::engine::FinishReason::eos) return;
       const auto now = Clock::now();
-      if (index == 0 && count > 0) steps.push_back(std::chrono::duration<double, std::milli>(now - last).count());
+      if (o.index == 0 && count > 0) steps.push_back(std::chrono::duration<double, std::milli>(now - last).count());
       last = now;
       if (count++ == 0) first = last;
     });
@@ -315,14 +321,18 @@ int bench_step(const writeup::tools::CliArgs& args) {
   const std::string dir = args.require("model");
   configure_threads(args.get_int("threads", 0));
   const int n = args.get_int("n", 8), reps = args.get_int("tokens", 64);
-  auto model = model::GPT2Model::load(dir);
+  std::shared_ptr<const model::GPT2Model> model = model::GPT2Model::load(dir, load_options(args));
   const auto& cfg = model->config();
-  auto cache = model->make_cache(n, 64 + 2 * reps + 8);
+  model::RunnerOptions ro;
+  ro.slots = n;
+  ro.max_tokens = std::min(cfg.n_positions, 64 + 2 * reps + 8);
+  ro.max_step_tokens = std::max(n, 64);
+  model::ModelRunner runner(model, ro);  // the worker's step: buffers, KV cache
   std::vector<int> prompt(64);
   for (int i = 0; i < 64; ++i) prompt[static_cast<std::size_t>(i)] = (i * 977) % cfg.vocab_size;
   for (int s = 0; s < n; ++s) {
     std::vector<model::SequenceChunk> c{{s, 0, prompt}};
-    model->forward(c, cache);
+    runner.step(c);
   }
   std::vector<std::array<model::PackedLinear, 4>> lin;  // every layer's, so weights stream as in a step
   for (const auto& b : model->weights().h) {
@@ -338,7 +348,7 @@ int bench_step(const writeup::tools::CliArgs& args) {
     for (int s = 0; s < m; ++s) chunks.push_back({s, 64, {s + 11}});
     const double fwd = time_ms(reps, [&] {
       for (auto& c : chunks) c.start = pos;
-      model->forward(chunks, cache);
+      runner.step(chunks);
       ++pos;
     });
     double proj = 0;

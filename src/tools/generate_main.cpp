@@ -1,4 +1,5 @@
 // writeup-generate: run a model directory on one prompt and print the continuations.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -6,6 +7,7 @@
 #include "cli_args.hpp"
 #include "writeup/generate/generation.hpp"
 #include "writeup/model/gpt2_model.hpp"
+#include "writeup/service/local_generation.hpp"
 #include "writeup/model/safetensors.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 #include "writeup/util/threads.hpp"
@@ -26,6 +28,8 @@ constexpr const char* kUsage = R"(usage: writeup-generate --model DIR --prompt T
   --threads N           intra-op threads (default: one per core)
   --ids                 print token ids instead of text
   --timing              print load, prefill and decode timings to stderr
+  --logprobs N          print each token's log-probability and its N (<= 5) most likely
+                        alternatives (to stderr), as the engine reports them
   --dump-logits FILE    also write the prompt's logits at every position (float32 [T, V],
                         tensor "logits") to a safetensors file
 )";
@@ -53,7 +57,7 @@ int run(int argc, char** argv) {
       argc, argv,
       {"model", "prompt", "max-tokens", "n", "temperature", "top-k", "top-p",
        "repetition-penalty", "presence-penalty", "frequency-penalty", "stop", "seed", "device",
-       "dtype", "threads", "dump-logits"},
+       "dtype", "threads", "dump-logits", "logprobs"},
       {"ids", "timing", "help"});
   if (args.has("help")) {
     std::cout << kUsage;
@@ -62,14 +66,18 @@ int run(int argc, char** argv) {
   writeup::configure_threads(args.get_int("threads", 0));
   const auto t_load = Clock::now();
   const std::string dir = args.require("model");
-  auto model = writeup::model::GPT2Model::load(
-      dir, {args.get("device", "cpu"), args.get("dtype", "auto")});
-  auto tokenizer = writeup::text::BpeTokenizer::from_model_dir(dir);
+  writeup::generate::GenerationRequest req;
+  req.n = args.get_int("n", 1);
+  req.logprobs = args.get_int("logprobs", 0);
+  // The server's engine (worker, scheduler, runner, output processor), for this one request.
+  writeup::service::LocalEngineOptions eo;
+  eo.path = dir;
+  eo.load = {args.get("device", "cpu"), args.get("dtype", "auto")};
+  eo.slots = std::max(1, req.n);
+  writeup::service::LocalEngine engine(eo);
   const double load_ms = ms_since(t_load);
 
-  writeup::generate::GenerationRequest req;
-  req.prompt = tokenizer->encode(args.require("prompt"));
-  req.n = args.get_int("n", 1);
+  req.prompt = engine.tokenizer().encode(args.require("prompt"));
   auto& p = req.params;
   p.max_tokens = args.get_int("max-tokens", 32);
   p.temperature = static_cast<float>(args.get_double("temperature", 1.0));
@@ -81,15 +89,26 @@ int run(int argc, char** argv) {
   p.seed = args.get_u64("seed", 42);
   if (args.has("stop")) p.stop.push_back(args.get("stop", ""));
 
-  if (args.has("dump-logits")) dump_logits(*model, req.prompt, args.get("dump-logits", ""));
+  if (args.has("dump-logits")) dump_logits(*engine.worker().model(), req.prompt, args.get("dump-logits", ""));
 
   const auto t_start = Clock::now();
   Clock::time_point t_first{}, t_last{};
   long tokens = 0;
-  auto results = writeup::generate::generate(*model, *tokenizer, req, [&](int, int, const std::string&) {
+  auto run = engine.run(req, [&](const writeup::engine::TokenOutput& o) {
+    if (o.token < 0 || o.finish == writeup::engine::FinishReason::eos) return;  // EOS is not a new token
     t_last = Clock::now();
     if (tokens++ == 0) t_first = t_last;
   });
+  const auto& results = run.sequences;
+  if (req.logprobs > 0) {
+    for (std::size_t i = 0; i < run.logprobs.size(); ++i) {
+      for (const auto& t : run.logprobs[i]) {
+        std::fprintf(stderr, "%zu %d %.4f", i, t.token, static_cast<double>(t.logprob));
+        for (const auto& alt : t.top) std::fprintf(stderr, " %d:%.4f", alt.token, static_cast<double>(alt.logprob));
+        std::fprintf(stderr, "\n");
+      }
+    }
+  }
   for (std::size_t i = 0; i < results.size(); ++i) {
     if (results.size() > 1) std::cout << "=== " << i << " (" << results[i].finish_reason << ") ===\n";
     if (args.has("ids")) {

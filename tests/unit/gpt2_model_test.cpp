@@ -75,26 +75,7 @@ TEST(GPT2Model, FullContextCaseRunsAtExactlyNPositions) {
   }
 }
 
-TEST(GPT2Model, GreedyContinuationsMatchTokenForToken) {
-  auto tok = writeup::text::BpeTokenizer::from_model_dir(t::model_dir("tiny-gpt2"));
-  for (const char* dir : {"tiny-gpt2", "tiny-gpt2-hub"}) {
-    auto model = GPT2Model::load(t::model_dir(dir));
-    for (const auto& c : golden_cases()) {
-      if (!c.contains("greedy_new_ids")) continue;
-      const auto want = c["greedy_new_ids"].get<std::vector<int>>();
-      writeup::generate::GenerationRequest req;
-      req.prompt = c["ids"].get<std::vector<int>>();
-      EXPECT_EQ(tok->encode(c["text"].get<std::string>()), req.prompt);
-      req.params.temperature = 0;
-      req.params.max_tokens = static_cast<int>(want.size());
-      const auto out = writeup::generate::generate(*model, *tok, req);
-      ASSERT_EQ(out.size(), 1u);
-      EXPECT_EQ(out[0].tokens, want) << dir << " / " << c["name"];
-      EXPECT_EQ(out[0].text, c["greedy_new_text"].get<std::string>());
-      EXPECT_EQ(out[0].finish_reason, "length");
-    }
-  }
-}
+// Greedy continuations through the whole engine: local_generation_test.cpp.
 
 TEST(GPT2Model, KvCacheDecodeEqualsFullForward) {
   auto model = GPT2Model::load(t::model_dir("tiny-gpt2"));

@@ -4,6 +4,7 @@
 #include "test_support.hpp"
 #include "writeup/model/gpt2_model.hpp"
 #include "writeup/generate/generation.hpp"
+#include "writeup/service/local_generation.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 
 namespace t = writeup::test;
@@ -69,12 +70,13 @@ TEST(Tools, MakeModelWritesALoadableDirectory) {
     EXPECT_EQ(model->config().n_embd, 64);
     EXPECT_EQ(model->config().n_layer, 2);
     EXPECT_EQ(model->config().n_positions, 128);
-    auto tok = writeup::text::BpeTokenizer::from_model_dir(out);
+    writeup::service::LocalEngine engine({out.string()});
     writeup::generate::GenerationRequest req;
-    req.prompt = tok->encode("Random weights still generate");
+    req.prompt = engine.tokenizer().encode("Random weights still generate");
     req.params.max_tokens = 8;
-    const auto res = writeup::generate::generate(*model, *tok, req);
-    EXPECT_FALSE(res[0].tokens.empty());
+    const auto res = engine.run(req).sequences;
+    ASSERT_EQ(res.size(), 1u);
+    EXPECT_FALSE(res[0].tokens.empty() && res[0].finish_reason != "stop");
   }
   // The same seed writes the same weights; another seed different ones.
   const auto again = dir / "again", other = dir / "other";

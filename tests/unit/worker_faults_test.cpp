@@ -222,24 +222,6 @@ TEST(WorkerFaults, APaddedVocabularyIsServedAndThePaddingIsNeverSampled) {
 }
 
 // writeup-generate's loop follows the same rule as the engine: the padding is never sampled.
-TEST(WorkerFaults, TheCommandLineLoopNeverSamplesThePaddingEither) {
-  t::TempDir dir;
-  write_resized_model(dir.path(), 50304);
-  const auto model = writeup::model::GPT2Model::load(dir.path());
-  writeup::generate::GenerationRequest r;
-  r.prompt = tokenizer()->encode("The quick brown fox");
-  r.params.max_tokens = 30;
-  r.params.top_k = 0;
-  r.params.top_p = 1.0f;
-  r.params.temperature = 1.0f;
-  r.n = 3;
-  const auto results = writeup::generate::generate(*model, *tokenizer(), r);
-  ASSERT_EQ(results.size(), 3u);
-  for (const auto& s : results) {
-    for (const int id : s.tokens) EXPECT_LT(id, tokenizer()->vocab_size());
-  }
-}
-
 TEST(WorkerFaults, AVocabularySmallerThanTheTokenizersFailsTheLoadWithTheSizes) {
   t::TempDir dir;
   write_resized_model(dir.path(), 50000);

@@ -19,7 +19,7 @@ class Histogram;
 }  // namespace writeup::metrics
 namespace writeup::model {
 class GPT2Model;
-struct DeviceMemory;  // model/device.hpp
+struct DeviceMemory;  // model/device_memory.hpp
 }  // namespace writeup::model
 namespace writeup::text {
 class BpeTokenizer;

@@ -5,12 +5,9 @@
 
 #include <cstdint>
 
-namespace writeup::model {
+#include "writeup/model/device_memory.hpp"
 
-struct DeviceMemory {
-  std::int64_t allocated = 0;  // bytes in live tensors
-  std::int64_t reserved = 0;   // bytes held by the caching allocator
-};
+namespace writeup::model {
 
 // True when this binary was built against a libtorch with CUDA.
 bool cuda_build();
