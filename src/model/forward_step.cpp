@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "writeup/model/gpt2_model.hpp"
@@ -59,8 +61,10 @@ void ForwardStep::synchronize() const {
 }
 
 at::Tensor ForwardStep::run(std::span<const SequenceChunk> chunks, KVCache& cache, bool all_logits) {
-  if (cache.slots() > options_.slots || cache.max_tokens() > options_.max_tokens) {
-    throw std::invalid_argument("the KV cache is larger than the step was made for");
+  if (cache.slots() != options_.slots || cache.max_tokens() != options_.max_tokens) {
+    throw std::invalid_argument("a KV cache of " + std::to_string(cache.slots()) + " slots x " +
+                                std::to_string(cache.max_tokens()) + " positions, the step was made for " +
+                                std::to_string(options_.slots) + " x " + std::to_string(options_.max_tokens));
   }
   c10::InferenceMode inference;
   std::optional<c10::StreamGuard> on_stream;

@@ -214,3 +214,20 @@ TEST(ModelRunner, ReturnsFloatLogitsOnTheCpuOfEachChunksLastToken) {
   std::vector<SequenceChunk> alone{{0, 0, {1, 2, 3}}};
   EXPECT_LT(max_diff(logits[0], tiny()->forward(alone, cache)[0]), 1e-4);
 }
+
+// GPT2Model::forward runs a step made for the cache it is given; a step refuses any other cache
+// (its checks of slots and positions are the cache's).
+TEST(ModelRunner, AStepRefusesACacheOfAnotherShape) {
+  ForwardStep step(*tiny(), StepOptions{8, 2, 64, false});
+  auto other = tiny()->make_cache(3);
+  std::vector<SequenceChunk> chunk{{2, 0, {1}}};
+  try {
+    step.run(chunk, other);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("a KV cache of 3 slots x 64 positions, the step was made for 2 x 64"), std::string::npos)
+        << e.what();
+  }
+  auto right = tiny()->make_cache(2);
+  EXPECT_EQ(step.run(chunk = {{1, 0, {1}}}, right).size(0), 1);
+}
