@@ -50,7 +50,7 @@ LocalEngine::~LocalEngine() = default;
 LocalEngine::Result LocalEngine::run(generate::GenerationRequest request,
                                      std::function<void(const engine::TokenOutput&)> on_output) {
   Result result;
-  std::optional<std::string> error;
+  std::optional<std::pair<engine::ErrorKind, std::string>> error;
   auto processor_slot = std::make_shared<std::weak_ptr<OutputProcessor>>();
   OutputEvents events;
   events.on_done = [&result, processor_slot](const std::vector<generate::GeneratedSequence>& sequences) {
@@ -60,7 +60,7 @@ LocalEngine::Result LocalEngine::run(generate::GenerationRequest request,
     }
   };
   events.on_error = [&error](engine::ErrorKind kind, const std::string& message) {
-    error = std::string("the request failed (") + engine::to_string(kind) + "): " + message;
+    error.emplace(kind, message);
   };
   // Inline executor: the texts are built on the engine's thread, which only this request uses,
   // and are complete when run_job returns.
@@ -69,7 +69,10 @@ LocalEngine::Result LocalEngine::run(generate::GenerationRequest request,
   auto job = std::make_shared<engine::Job>(std::move(request), std::make_shared<TeeSink>(processor, std::move(on_output)));
   processor->bind(job);
   if (!engine::run_job(*worker_, job)) throw std::runtime_error("the engine refused the request (queue full or stopping)");
-  if (error) throw std::runtime_error(*error);
+  if (error && error->first == engine::ErrorKind::invalid) throw std::invalid_argument(error->second);
+  if (error) {
+    throw std::runtime_error(std::string("the request failed (") + engine::to_string(error->first) + "): " + error->second);
+  }
   return result;
 }
 

@@ -4,6 +4,8 @@
 #include <iostream>
 #include <stdexcept>
 
+#include "writeup/util/logging.hpp"
+
 namespace writeup::tools {
 
 CliArgs::CliArgs(int argc, char** argv, std::set<std::string> options, std::set<std::string> flags) {
@@ -71,6 +73,8 @@ std::uint64_t CliArgs::get_u64(const std::string& name, std::uint64_t fallback) 
 }
 
 int run_tool(const char* name, const char* usage, int (*run)(int, char**), int argc, char** argv) {
+  // The engine's info lines (model loaded, KV-cache slots) would mix with the tool's output.
+  log::set_level(log::Level::warn);
   try {
     return run(argc, argv);
   } catch (const std::invalid_argument& e) {

@@ -85,6 +85,14 @@ TEST(Flight, AJobArrivingAfterEveryoneLeftIsCancelledAtOnce) {
   EXPECT_TRUE(job->cancelled());
 }
 
+// A job's sink holds its flight (through the output processor), as in the service.
+struct HoldingSink final : writeup::engine::JobSink {
+  explicit HoldingSink(std::shared_ptr<Flight> f) : flight(std::move(f)) {}
+  void on_outputs(std::span<const writeup::engine::TokenOutput>) override {}
+  void on_error(writeup::engine::ErrorKind, const std::string&) override {}
+  std::shared_ptr<Flight> flight;
+};
+
 // Regression: the job can finish on the worker before the service hands it to the flight. A
 // flight that kept it then held the job whose callbacks hold the flight: a cycle, never freed.
 TEST(Flight, AJobHandedOverAfterTheFlightEndedIsNotKept) {
@@ -92,10 +100,10 @@ TEST(Flight, AJobHandedOverAfterTheFlightEndedIsNotKept) {
   std::weak_ptr<Flight> weak = flight;
   Recorder a;
   flight->join(a.events());
-  auto job = std::make_shared<writeup::engine::Job>();
-  job->callbacks.on_done = [flight](std::vector<GeneratedSequence> r) { flight->done(r); };
-  job->callbacks.on_done(results());  // the worker finished it...
-  flight->set_job(job);               // ...before the submitter got here
+  auto job = std::make_shared<writeup::engine::Job>(writeup::generate::GenerationRequest{},
+                                                    std::make_shared<HoldingSink>(flight));
+  flight->done(results());  // the worker finished it...
+  flight->set_job(job);     // ...before the submitter got here
   EXPECT_EQ(a.done.size(), 2u);
   std::weak_ptr<writeup::engine::Job> weak_job = job;
   job.reset();
@@ -109,10 +117,10 @@ TEST(Flight, AJobOfARunningFlightIsReleasedWhenTheFlightEnds) {
   std::weak_ptr<Flight> weak = flight;
   Recorder a;
   flight->join(a.events());
-  auto job = std::make_shared<writeup::engine::Job>();
-  job->callbacks.on_done = [flight](std::vector<GeneratedSequence> r) { flight->done(r); };
+  auto job = std::make_shared<writeup::engine::Job>(writeup::generate::GenerationRequest{},
+                                                    std::make_shared<HoldingSink>(flight));
   flight->set_job(job);
-  job->callbacks.on_done(results());
+  flight->done(results());
   std::weak_ptr<writeup::engine::Job> weak_job = job;
   job.reset();
   flight.reset();

@@ -149,9 +149,9 @@ TEST(LocalGeneration, RejectsRequestsThatCannotRunClearly) {
   try {
     engine().run(r);
     FAIL() << "a request past the context ran";
-  } catch (const std::runtime_error& e) {
+  } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("exceeds the model context"), std::string::npos) << e.what();
   }
   r = request("Hello", 4, 5);  // more sequences than the engine's 4 slots
-  EXPECT_THROW(engine().run(r), std::runtime_error);
+  EXPECT_THROW(engine().run(r), std::invalid_argument);
 }

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <future>
+#include <utility>
 #include <thread>
 
 #include "redis_server.hpp"
@@ -188,13 +189,18 @@ TEST(ServerContext, AGenerationIsProcessedOffTheEngineThread) {
   EXPECT_EQ(r[0].tokens.size(), 20u);
   EXPECT_EQ(r[0].text.empty(), false);
 
-  // The engine's thread: where a (legacy) job's callback runs. The results above were not built there.
-  auto engine_thread = std::make_shared<std::promise<std::thread::id>>();
-  auto probe = std::make_shared<writeup::engine::Job>();
-  probe->request = prepared.request;
-  probe->callbacks.on_done = [engine_thread](std::vector<writeup::generate::GeneratedSequence>) {
-    engine_thread->set_value(std::this_thread::get_id());
+  // The engine's thread: where a job's sink is called. The results above were not built there.
+  struct ThreadSink final : writeup::engine::JobSink {
+    std::promise<std::thread::id> engine_thread;
+    bool seen = false;
+    void on_outputs(std::span<const writeup::engine::TokenOutput>) override {
+      if (!std::exchange(seen, true)) engine_thread.set_value(std::this_thread::get_id());
+    }
+    void on_error(writeup::engine::ErrorKind, const std::string&) override {}
   };
+  auto sink = std::make_shared<ThreadSink>();
+  auto probe = std::make_shared<writeup::engine::Job>(prepared.request, sink);
+  auto* engine_thread = &sink->engine_thread;
   ASSERT_EQ(ctx->models.default_model().workers.size(), 1u);
   ASSERT_TRUE(ctx->models.default_model().workers[0]->submit(probe));
   auto engine_id = engine_thread->get_future();

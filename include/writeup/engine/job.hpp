@@ -26,14 +26,6 @@ class JobSink {
   virtual void on_error(ErrorKind kind, const std::string& message) = 0;
 };
 
-// LEGACY (removed once the worker and the service speak JobSink): the old callbacks.
-using JobError = ErrorKind;
-struct JobCallbacks {
-  std::function<void(int index, int token, const std::string& text)> on_token;
-  std::function<void(std::vector<generate::GeneratedSequence>)> on_done;
-  std::function<void(JobError, const std::string& message)> on_error;
-};
-
 // One request's n sequences, queued to a worker.
 class Job {
  public:
@@ -45,7 +37,6 @@ class Job {
 
   generate::GenerationRequest request;
   std::shared_ptr<JobSink> sink;
-  JobCallbacks callbacks;  // LEGACY
   Clock::time_point submitted = Clock::now();
   Clock::time_point deadline = Clock::time_point::max();
 

@@ -38,7 +38,8 @@ class LocalEngine {
   };
   // Runs `request` to its end. `on_output` (optional) sees every typed output on the engine's
   // thread as it comes (for timing); the texts are built by an OutputProcessor. Throws
-  // std::runtime_error naming the error kind when the request fails.
+  // std::invalid_argument when the engine refuses the request as invalid (too long, too many
+  // sequences), std::runtime_error naming the error kind for any other failure.
   Result run(generate::GenerationRequest request,
              std::function<void(const engine::TokenOutput&)> on_output = {});
 
