@@ -5,6 +5,7 @@
 //   writeup-bench decode --model DIR [--tokens N] [--runs N] [--threads N] [--device D] [--dtype T]
 //   writeup-bench engine --model DIR [--concurrency 1,4,8,16] [--tokens N] [--runs N] [--device D] [--dtype T]
 //   writeup-bench step --model DIR [--n 8] [--tokens N] [--threads N]   (decode-step breakdown)
+//   writeup-bench sample [--tokens N] [--runs N] [--setting S] [--shape flat|peaked]   (us per sampled token)
 //   writeup-bench wire --url ws://HOST:PORT [--sessions N] [--requests N] [--batch-size 7] [--length 40]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -313,7 +314,7 @@ double time_ms(int reps, F&& fn) {
   return median(t);
 }
 
-// Where a decode step's time goes, at batch 1 and batch n: the whole forward, each packed
+// Where a decode step's time goes (through the worker's ModelRunner), at batch 1 and batch n: the whole forward, each packed
 // projection shape over all layers, the LM head, and sampling the n rows (default params).
 // The per-shape figures run back to back, partly from the last-level cache: a guide only.
 int bench_step(const writeup::tools::CliArgs& args) {
@@ -383,7 +384,7 @@ int bench_step(const writeup::tools::CliArgs& args) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine|step|wire [options]\n";
+    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine|step|sample|wire [options]\n";
     return 2;
   }
   const std::string mode = argv[1];
@@ -402,7 +403,7 @@ int main(int argc, char** argv) {
     if (mode == "engine") return bench_engine(args);
     if (mode == "step") return bench_step(args);
     if (mode == "wire") return writeup::tools::bench_wire(args);
-    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode, engine, step or wire)\n";
+    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode, engine, step, sample or wire)\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "writeup-bench: " << e.what() << "\n";
