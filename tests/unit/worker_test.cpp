@@ -11,6 +11,7 @@
 
 #include "test_support.hpp"
 #include "writeup/engine/run_job.hpp"
+#include "writeup/engine/shared_weights.hpp"
 #include "writeup/engine/step_executor.hpp"
 #include "writeup/model/gpt2_config.hpp"
 #include "writeup/model/gpt2_model.hpp"
@@ -386,6 +387,33 @@ TEST(Worker, WorkersShareOneWeightCopyAndRunJobWaitsForTheEnd) {
   ASSERT_TRUE(run_job(*b, job));
   EXPECT_TRUE(sink->wait(std::chrono::milliseconds(0)));  // already ended
   EXPECT_EQ(sink->error(), "");
+}
+
+// What the server configures: engine::shared_weights loads once for every worker of a model
+// (one copy of the weights), and a load error reaches every worker.
+TEST(Worker, SharedWeightsLoadOnceForAllWorkersAndShareTheirError) {
+  auto o = options();
+  o.weights = writeup::engine::shared_weights(t::model_dir("tiny-gpt2").string(), {});
+  auto a = make_worker(o), b = make_worker(o), c = make_worker(o);
+  ASSERT_TRUE(a->ready()) << a->load_error();
+  ASSERT_TRUE(b->ready() && c->ready());
+  EXPECT_EQ(a->model().get(), b->model().get());
+  EXPECT_EQ(a->model().get(), c->model().get());
+  std::mt19937 rng(17);
+  for (auto* w : {a.get(), c.get()}) {
+    auto job = std::make_shared<Job>(request(1, rng), nullptr);
+    auto sink = std::make_shared<t::CollectingSink>(job->request.n);
+    job->sink = sink;
+    ASSERT_TRUE(run_job(*w, job));
+    EXPECT_EQ(sink->error(), "");
+  }
+  auto bad = options();
+  bad.weights = writeup::engine::shared_weights("/nonexistent/model", {});
+  auto x = make_worker(bad), y = make_worker(bad);
+  EXPECT_FALSE(x->loaded());
+  EXPECT_FALSE(y->loaded());
+  EXPECT_NE(x->load_error().find("/nonexistent/model"), std::string::npos) << x->load_error();
+  EXPECT_EQ(x->load_error(), y->load_error());
 }
 
 TEST(Worker, ASubmitBeyondTheQueueIsRefused) {
