@@ -114,6 +114,9 @@ void WebSocketSession::run(Request upgrade) {
     res.set(http::field::content_type, "application/json");
     res.body() = api::wire_dump(e.to_json());
     res.prepare_payload();
+    // Counted now, before the answer is written: a client that reads it and then asks for the
+    // metrics must find it counted (counting in on_accept, after the write, raced with that).
+    ctx_->count_request(kRoute, handshake_status_);
   }));
   ws_.read_message_max(ctx_->config.limits.max_ws_message_bytes);
   auto req = std::make_shared<Request>(std::move(upgrade));
@@ -125,10 +128,7 @@ void WebSocketSession::run(Request upgrade) {
 }
 
 void WebSocketSession::on_accept(beast::error_code ec) {
-  if (ec) {
-    if (handshake_status_ != 0) ctx_->count_request(kRoute, handshake_status_);
-    return fail(ec, "accept");
-  }
+  if (ec) return fail(ec, "accept");  // a refused handshake was counted by the decorator
   guarded("accept", [&] {
     ctx_->count_request(kRoute, 101);
     std::weak_ptr<WebSocketSession> weak = shared_from_this();
