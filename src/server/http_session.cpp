@@ -27,6 +27,7 @@ namespace {
 constexpr std::size_t kHeaderLimit = 16 * 1024;
 constexpr std::size_t kFirstRead = 4096;
 constexpr auto kWriteTimeout = std::chrono::seconds(30);
+constexpr auto kWatchInterval = std::chrono::milliseconds(200);
 
 std::chrono::steady_clock::duration seconds(double s) {
   return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
@@ -57,7 +58,7 @@ struct PreparedGenerate {
 
 HttpSession::HttpSession(net::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx,
                          std::shared_ptr<PendingHeads> heads)
-    : stream_(std::move(socket)), ctx_(std::move(ctx)), heads_(std::move(heads)) {
+    : stream_(std::move(socket)), ctx_(std::move(ctx)), heads_(std::move(heads)), watch_timer_(stream_.get_executor()) {
   ++ctx_->connections;
 }
 
@@ -304,10 +305,16 @@ void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest r
 
 ReplySink HttpSession::sink(const ReplyTo& reply) {
   ReplySink sink;
-  auto self = shared_from_this();
-  sink.reply = [self, reply](int status, std::string body) { self->reply_later(reply, status, std::move(body)); };
-  sink.error = [self, reply](const api::ApiError& e) { self->reply_later(reply, e); };
-  sink.events = [self](std::vector<std::string> data, bool last) {
+  const std::weak_ptr<HttpSession> weak = shared_from_this();
+  sink.reply = [weak, reply](int status, std::string body) {
+    if (auto self = weak.lock()) self->reply_later(reply, status, std::move(body));
+  };
+  sink.error = [weak, reply](const api::ApiError& e) {
+    if (auto self = weak.lock()) self->reply_later(reply, e);
+  };
+  sink.events = [weak](std::vector<std::string> data, bool last) {
+    auto self = weak.lock();
+    if (!self) return;
     net::post(self->stream_.get_executor(), [self, data = std::move(data), last]() mutable {
       self->guarded("stream", [&] {
         for (auto& d : data) self->stream_chunk(std::move(d), false);
@@ -365,8 +372,14 @@ void HttpSession::watch_disconnect() {
       char byte;
       const auto n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-        self->job_->cancel();  // the client hung up: stop generating for it
+        self->job_->cancel();  // the client hung up: stop generating for it; the session goes
+        return;
       }
+      // Readable bytes of a next request (or a spurious wake-up): look again later.
+      self->watch_timer_.expires_after(kWatchInterval);
+      self->watch_timer_.async_wait([self](beast::error_code timer_ec) {
+        if (!timer_ec) self->watch_disconnect();
+      });
     });
   });
 }
@@ -414,6 +427,7 @@ void HttpSession::start_stream(const ReplyTo& to) {
   os << res.base();
   stream_queue_.push_front(os.str());
   do_stream_write();
+  watch_disconnect();  // between chunks nothing else is pending: this keeps the session
 }
 
 void HttpSession::stream_chunk(std::string data, bool last) {

@@ -1,4 +1,5 @@
 #pragma once
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -67,7 +68,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // The error response for what a request raised (ApiError as is, the rest 500).
   void send_error(const ReplyTo& to, std::exception_ptr error);
 
-  // Where the events of this request's generation deliver its answer.
+  // Where the events of this request's generation deliver its answer. It holds the session
+  // weakly: the generation never keeps a connection alive; the disconnect watch does, while
+  // the answer is awaited (an event for a session that is gone is dropped).
   ReplySink sink(const ReplyTo& reply);
   // Called from a worker thread: answers on the connection's strand.
   void reply_later(const ReplyTo& to, int status, std::string body);
@@ -80,8 +83,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void start_stream(const ReplyTo& to);
   void stream_chunk(std::string data, bool last);
   void do_stream_write();
-  // While a non-streaming answer is computed nothing is read: watch the socket so that a
-  // client that hangs up cancels its generation.
+  // While an answer is computed (or streamed) nothing is read: watch the socket so that a
+  // client that hangs up cancels its generation. The pending watch is what keeps the session
+  // alive meanwhile; when bytes of a next (pipelined) request are readable it looks again
+  // every kWatchInterval instead of waiting on a socket that stays readable.
   void watch_disconnect();
   void do_close();
   void fail(beast::error_code ec, const char* what);
@@ -98,6 +103,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::uint64_t head_ticket_ = 0;  // listed in heads_ while waiting for a request head
   std::shared_ptr<void> in_flight_;  // the response being written
   std::shared_ptr<service::Subscription> job_;  // the generation this request waits on
+  boost::asio::steady_timer watch_timer_;       // the disconnect watch's next look (pipelined bytes)
   std::deque<std::string> stream_queue_;
   bool stream_writing_ = false;
   bool stream_done_ = false;
