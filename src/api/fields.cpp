@@ -98,11 +98,66 @@ void Fields::reject_unknown(const std::set<std::string>& known) const {
   }
 }
 
+namespace {
+
+// The value of the 4 hex digits at json[i..i+4), or -1.
+int hex4(std::string_view json, std::size_t i) {
+  if (i + 4 > json.size()) return -1;
+  int v = 0;
+  for (std::size_t k = i; k < i + 4; ++k) {
+    const char c = json[k];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+bool is_high(int v) { return v >= 0xD800 && v <= 0xDBFF; }
+bool is_low(int v) { return v >= 0xDC00 && v <= 0xDFFF; }
+
+}  // namespace
+
+std::optional<std::string> replace_lone_surrogates(std::string_view json) {
+  std::optional<std::string> out;
+  std::size_t copied = 0;  // json[0, copied) is in *out (once there is one)
+  const auto replace = [&](std::size_t at) {  // the 6-byte escape at json[at] becomes \uFFFD
+    if (!out) out.emplace().reserve(json.size());
+    out->append(json.substr(copied, at - copied)).append("\\uFFFD");
+    copied = at + 6;
+  };
+  for (std::size_t i = 0; i + 1 < json.size(); ++i) {
+    if (json[i] != '\\') continue;
+    if (json[i + 1] != 'u') {
+      ++i;  // any other escape (\\, \", ...): its second character is not a new escape
+      continue;
+    }
+    const int v = hex4(json, i + 2);
+    if (is_high(v) && i + 12 <= json.size() && json[i + 6] == '\\' && json[i + 7] == 'u' && is_low(hex4(json, i + 8))) {
+      i += 11;  // a valid pair
+      continue;
+    }
+    if (is_high(v) || is_low(v)) {
+      replace(i);
+      i += 5;
+      continue;
+    }
+    i += 5;
+  }
+  if (out) out->append(json.substr(copied));
+  return out;
+}
+
+nlohmann::json parse_json_lenient(std::string_view text) {
+  const auto repaired = replace_lone_surrogates(text);
+  return nlohmann::json::parse(repaired ? std::string_view(*repaired) : text, nullptr, /*allow_exceptions=*/false);
+}
+
 nlohmann::json parse_json_object(std::string_view body) {
   if (auto bad = text::find_invalid_utf8(body)) {
     throw ApiError::bad_request("request body is not valid UTF-8 (offset " + std::to_string(*bad) + ")");
   }
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  nlohmann::json j = parse_json_lenient(body);
   if (j.is_discarded()) throw ApiError(400, "invalid_json", "request body is not valid JSON");
   if (!j.is_object()) throw ApiError(400, "invalid_json", "request body must be a JSON object");
   return j;

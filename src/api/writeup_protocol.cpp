@@ -39,7 +39,7 @@ WriteupRequest parse_writeup_fields(const nlohmann::json& object, const WriteupL
 
 ClientMessage parse_client_message(std::string_view text, const WriteupLimits& limits,
                                    WriteupRequest* partial) {
-  const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  const auto j = parse_json_lenient(text);  // the editor may cut a surrogate pair in two
   if (j.is_discarded()) throw ApiError(400, "invalid_json", "message is not valid JSON");
   if (!j.is_object()) throw ApiError(400, "invalid_json", "message must be a JSON object");
   ClientMessage m;

@@ -134,3 +134,22 @@ def test_unknown_websocket_path_is_404(server):
     import requests
     r = requests.get(server.url + "/ws/async/other/", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
     assert r.status_code == 404
+
+
+def test_a_prompt_starting_inside_an_emoji_is_served(server):
+    # The original editor sends the document's last 500 characters: cut inside an emoji, the
+    # frame starts its prompt with a lone low surrogate escape (raw text: json.dumps would
+    # refuse nothing, but we must send exactly what the editor's JSON.stringify sends).
+    frame = request(length=5, batch_size=2).replace('"prompt": "The writing editor suggests"',
+                                                    '"prompt": "\\ude00 The writing editor suggests"')
+    assert "\\ude00" in frame
+
+    async def go():
+        async with websockets.connect(server.ws_url + PATH) as ws:
+            await ws.send(frame)
+            return await frames_until_final(ws)
+    frames = run(go())
+    final = frames[-1]
+    assert final["message_type"] == "completed_response", final
+    assert final["prompt"] == "\ufffd The writing editor suggests"
+    assert text_keys(final) == ["text_0", "text_1"]

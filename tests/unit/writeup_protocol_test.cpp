@@ -1,5 +1,6 @@
 #include "writeup/api/writeup_protocol.hpp"
 
+#include "writeup/api/fields.hpp"
 #include "writeup/api/wire_json.hpp"
 
 #include <gtest/gtest.h>
@@ -147,4 +148,22 @@ TEST(WriteupProtocol, ErrorFramesQuotingBytesThatAreNotUtf8StillReachTheWire) {
   EXPECT_EQ(m["text_1"], "");
   const auto oom = nlohmann::json::parse(wire_dump(make_oom_frame("\xff", 1)));
   EXPECT_EQ(oom["message"]["message_type"], "oom_response");
+}
+
+// The original editor sends the last 500 characters of the document: a window that starts
+// inside an emoji begins with a lone low surrogate escape, which strict JSON parsers reject.
+TEST(WriteupProtocol, LoneSurrogateEscapesBecomeTheReplacementCharacter) {
+  const auto m = parse_client_message(R"({"message_type":"new_request","prompt":"\ude00 smiles"})", {});
+  EXPECT_EQ(m.request.prompt, "\xEF\xBF\xBD smiles");
+  // A lone high surrogate, at the end and before another escape; a valid pair is kept.
+  EXPECT_EQ(parse_json_object(R"({"p":"a\ud83d"})")["p"], "a\xEF\xBF\xBD");
+  EXPECT_EQ(parse_json_object(R"({"p":"\ud83d\n"})")["p"], "\xEF\xBF\xBD\n");
+  EXPECT_EQ(parse_json_object(R"({"p":"\ud83d\ud83d\ude00"})")["p"], "\xEF\xBF\xBD\xF0\x9F\x98\x80");
+  EXPECT_EQ(parse_json_object(R"({"p":"\ud83d\ude00"})")["p"], "\xF0\x9F\x98\x80");
+  // An escaped backslash followed by "ude00" is text, not an escape.
+  EXPECT_EQ(parse_json_object(R"({"p":"\\ude00"})")["p"], "\\ude00");
+  EXPECT_FALSE(replace_lone_surrogates(R"({"p":"\\ude00 \ud83d\ude00 \u00e9"})").has_value());
+  EXPECT_EQ(*replace_lone_surrogates(R"(["\udc00","\udbff"])"), R"(["\uFFFD","\uFFFD"])");
+  // Still not JSON: refused as before.
+  EXPECT_THROW(parse_json_object(R"({"p":"\ud83d)"), ApiError);
 }

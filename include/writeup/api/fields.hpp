@@ -29,6 +29,14 @@ class Fields {
   const nlohmann::json& object_;
 };
 
+// JSON text whose lone UTF-16 surrogate escapes (\uD800-\uDFFF not forming a high-low pair;
+// e.g. the original editor's 500-character window cut inside an emoji) are replaced by
+// \uFFFD, which a strict parser then accepts. nullopt when there is none (nothing copied).
+// Only escapes are looked at; the text is not otherwise checked.
+std::optional<std::string> replace_lone_surrogates(std::string_view json);
+// Parses JSON text, with lone surrogate escapes replaced (above); discarded when malformed.
+nlohmann::json parse_json_lenient(std::string_view text);
+
 // Parses a JSON object body; a non-object or malformed body is a 400 naming the problem.
 nlohmann::json parse_json_object(std::string_view body);
 // Parses application/x-www-form-urlencoded into a JSON object of strings.
