@@ -12,7 +12,7 @@ ApiError::ApiError(int status, std::string code, std::string message, std::strin
 
 std::string ApiError::type() const {
   if (status_ == 401) return "authentication_error";
-  if (status_ == 404) return "not_found_error";
+  if (status_ == 404) return code_ == "model_not_found" ? "invalid_request_error" : "not_found_error";  // as OpenAI
   if (status_ == 429) return "rate_limit_error";
   if (status_ >= 500) return "server_error";
   return "invalid_request_error";

@@ -1,6 +1,7 @@
 #include "writeup/server/router.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -104,19 +105,60 @@ Response static_file(const Request& req, const ServerContext& ctx) {
   return res;
 }
 
+// When the model's weights were written (Unix seconds; 0 when unknown): OpenAI's `created`.
+std::int64_t created_of(const service::ModelEntry& m) {
+  std::error_code ec;
+  const auto t = std::filesystem::last_write_time(std::filesystem::path(m.config.path) / "model.safetensors", ec);
+  if (ec) return 0;
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::file_clock::to_sys(t).time_since_epoch()).count();
+}
+
+nlohmann::json model_json(const service::ModelEntry& m) {
+  nlohmann::json j = {{"id", m.config.name},
+                      {"object", "model"},
+                      {"created", created_of(m)},
+                      {"owned_by", "writeup"},
+                      {"ready", m.ready()},
+                      {"context_length", m.n_positions},
+                      {"fingerprint", m.fingerprint()}};
+  if (!m.config.notice.empty()) j["notice"] = m.config.notice;
+  return j;
+}
+
 nlohmann::json models_json(const ServerContext& ctx) {
   nlohmann::json data = nlohmann::json::array();
-  for (const auto& m : ctx.models.models()) {
-    data.push_back({{"id", m->config.name},
-                    {"object", "model"},
-                    {"created", 0},
-                    {"owned_by", "writeup"},
-                    {"ready", m->ready()},
-                    {"context_length", m->n_positions},
-                    {"fingerprint", m->fingerprint()}});
-    if (!m->config.notice.empty()) data.back()["notice"] = m->config.notice;
-  }
+  for (const auto& m : ctx.models.models()) data.push_back(model_json(*m));
   return {{"object", "list"}, {"data", data}};
+}
+
+constexpr std::string_view kModelPrefix = "/v1/models/";
+
+// GET /v1/models/{id}
+Response model_response(const Request& req, const ServerContext& ctx, const std::string& path) {
+  const auto id = path.substr(kModelPrefix.size());
+  const auto* m = ctx.models.find(id);
+  if (!m) throw api::ApiError(404, "model_not_found", "model '" + id + "' does not exist", "model");
+  return json_response(req, 200, api::wire_dump(model_json(*m)));
+}
+
+// The methods a known path answers (for 405's Allow header); "" for an unknown path.
+std::string allowed_methods(const std::string& path) {
+  for (const char* p : {"/health", "/ready", "/metrics", "/v1/models"}) {
+    if (path == p) return "GET, HEAD";
+  }
+  if (path.rfind(kModelPrefix, 0) == 0) return "GET, HEAD";
+  for (const char* p : {"/v1/tokenize", "/v1/detokenize", "/v1/completions", "/v1/generate"}) {
+    if (path == p) return "POST";
+  }
+  return "";
+}
+
+bool iequals_prefix(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(s[i])) != std::tolower(static_cast<unsigned char>(prefix[i]))) return false;
+  }
+  return true;
 }
 
 const service::ModelEntry& model_for(const nlohmann::json& body, const ServerContext& ctx) {
@@ -179,6 +221,7 @@ Route classify(const Request& req, const ServerContext& ctx) {
   for (const char* k : known) {
     if (path == k) return {RouteKind::immediate, path, {}};
   }
+  if (path.rfind(kModelPrefix, 0) == 0) return {RouteKind::immediate, "/v1/models/{id}", {}};
   return {RouteKind::immediate, "other", {}};
 }
 
@@ -187,7 +230,7 @@ void check_api_key(const Request& req, const ServerContext& ctx) {
   if (keys.empty() || !needs_key(path_of(req))) return;
   std::string given;
   const auto auth = req[http::field::authorization];
-  if (auth.substr(0, 7) == "Bearer ") given = std::string(auth.substr(7));
+  if (iequals_prefix(std::string_view(auth.data(), auth.size()), "bearer ")) given = std::string(auth.substr(7));  // the scheme is case-insensitive
   if (given.empty()) given = query_param(req, "api_key");
   if (given.empty()) throw api::ApiError(401, "missing_api_key", "an API key is required (Authorization: Bearer KEY)");
   if (std::find(keys.begin(), keys.end(), given) == keys.end()) {
@@ -208,6 +251,10 @@ Response json_response(const Request& req, int status, const std::string& body) 
 Response error_response(const Request& req, const api::ApiError& error) {
   auto res = json_response(req, error.status(), error.to_wire());
   if (error.status() == 429) res.set(http::field::retry_after, "1");
+  if (error.status() == 401) res.set(http::field::www_authenticate, "Bearer");
+  if (error.status() == 405) {
+    if (const auto allow = allowed_methods(path_of(req)); !allow.empty()) res.set(http::field::allow, allow);
+  }
   return res;
 }
 
@@ -228,6 +275,10 @@ Response handle_immediate(const Request& req, ServerContext& ctx) {
       return res;
     }
     if (path == "/v1/models" && get) return json_response(req, 200, api::wire_dump(models_json(ctx)));
+    if (path.rfind(kModelPrefix, 0) == 0 && path.size() > kModelPrefix.size()) {
+      if (get) return model_response(req, ctx, path);
+      throw api::ApiError(405, "method_not_allowed", std::string(req.method_string()) + " is not allowed on " + path);
+    }
     if (path == "/v1/tokenize" && post) return tokenize(req, ctx);
     if (path == "/v1/detokenize" && post) return detokenize(req, ctx);
     for (const char* p : {"/health", "/ready", "/metrics", "/v1/models", "/v1/tokenize", "/v1/detokenize",

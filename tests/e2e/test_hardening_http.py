@@ -277,3 +277,16 @@ def test_expect_100_continue_is_answered_before_the_body(server):
     assert status_of(reply) == 200, reply
     assert json.loads(body_of(reply))["message"]["message_type"] == "completed_response"
     assert_alive(server)
+
+
+def test_401_asks_for_a_bearer_key_and_the_scheme_is_case_insensitive():
+    s = Server(config=config(server={"api_keys": ["k1"]}))
+    try:
+        r = requests.get(s.url + "/v1/models")
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+        assert requests.get(s.url + "/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            r = requests.get(s.url + "/v1/models", headers={"Authorization": scheme + " k1"})
+            assert r.status_code == 200, scheme
+    finally:
+        assert s.stop() == 0

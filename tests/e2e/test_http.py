@@ -200,3 +200,24 @@ def test_sigterm_stops_cleanly_and_quickly():
     t = time.time()
     assert s.stop(timeout=10) == 0
     assert time.time() - t < 5
+
+
+def test_a_model_is_retrieved_by_id_with_its_creation_time(server):
+    models = requests.get(server.url + "/v1/models").json()["data"]
+    assert models[0]["created"] > 1_000_000_000  # when its weights were written, not 0
+    one = requests.get(server.url + "/v1/models/tiny-gpt2")
+    assert one.status_code == 200
+    assert one.json() == models[0]
+    missing = requests.get(server.url + "/v1/models/nope")
+    assert missing.status_code == 404
+    err = missing.json()["error"]
+    assert err["code"] == "model_not_found" and err["type"] == "invalid_request_error"  # as OpenAI answers
+
+
+def test_405_names_the_allowed_methods(server):
+    r = requests.delete(server.url + "/v1/models")
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
+    r = requests.get(server.url + "/v1/completions")
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    r = requests.post(server.url + "/v1/models/tiny-gpt2")
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
