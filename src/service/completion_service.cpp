@@ -1,5 +1,7 @@
 #include "writeup/service/completion_service.hpp"
 
+#include <random>
+
 #include "writeup/cache/cache.hpp"
 #include "writeup/engine/worker.hpp"
 #include "writeup/metrics/registry.hpp"
@@ -16,6 +18,12 @@ std::vector<int> encode(const ModelEntry& m, const std::string& prompt) {
   } catch (const std::invalid_argument& e) {
     throw api::ApiError::bad_request(std::string("prompt: ") + e.what(), "prompt");
   }
+}
+
+// A seed for a request that gave none (OpenAI API): from the OS's entropy, per thread.
+std::uint64_t random_seed() {
+  thread_local std::mt19937_64 rng{(static_cast<std::uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}()};
+  return rng();
 }
 
 }  // namespace
@@ -100,10 +108,14 @@ Prepared CompletionService::prepare(const api::CompletionRequest& r) const {
                             " and max_tokens asks for " + std::to_string(r.max_tokens),
                         "prompt");
   }
-  p.request.params = api::to_sampling_params(r, options_.default_seed);
+  // An unseeded request that samples draws a fresh seed, as OpenAI's API does, and is then
+  // neither cached nor joined (identical seeded requests still are). A greedy one gives the same
+  // text whatever the seed: it keeps the default and stays cacheable.
+  const bool fresh_seed = !r.seed && r.temperature != 0.0f && r.top_p > 0.0f;
+  p.request.params = api::to_sampling_params(r, fresh_seed ? random_seed() : options_.default_seed);
   p.request.n = r.n;
   p.output.every_words = 0;  // server-sent events: text as soon as it is safe
-  p.cache_key = cache_key("openai", *p.model, r.prompt, p.request);
+  if (!fresh_seed) p.cache_key = cache_key("openai", *p.model, r.prompt, p.request);
   return p;
 }
 

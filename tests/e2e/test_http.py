@@ -221,3 +221,16 @@ def test_405_names_the_allowed_methods(server):
     assert r.status_code == 405 and r.headers["Allow"] == "POST"
     r = requests.post(server.url + "/v1/models/tiny-gpt2")
     assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
+
+
+def test_unseeded_completions_draw_fresh_seeds_and_seeded_ones_repeat(server):
+    body = {"prompt": "Once upon a time", "max_tokens": 24, "temperature": 1.0, "n": 2}
+    texts = [[c["text"] for c in post(server, "/v1/completions", body).json()["choices"]] for _ in range(3)]
+    # Each unseeded request samples with its own seed (not the configured default, not the cache).
+    assert texts[0] != texts[1] and texts[1] != texts[2] and texts[0] != texts[2]
+    seeded = dict(body, seed=11)
+    a = post(server, "/v1/completions", seeded).json()["choices"]
+    b = post(server, "/v1/completions", seeded).json()["choices"]
+    assert [c["text"] for c in a] == [c["text"] for c in b]
+    greedy = dict(body, temperature=0, n=1)  # any seed gives the same text: still one answer
+    assert post(server, "/v1/completions", greedy).json()["choices"] == post(server, "/v1/completions", greedy).json()["choices"]
