@@ -5,11 +5,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/websocket.hpp>
 
-#include <sys/socket.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <sstream>
 
 #include "writeup/api/fields.hpp"
 #include "writeup/api/wire_json.hpp"
@@ -26,8 +23,6 @@ namespace {
 
 constexpr std::size_t kHeaderLimit = 16 * 1024;
 constexpr std::size_t kFirstRead = 4096;
-constexpr auto kWriteTimeout = std::chrono::seconds(30);
-constexpr auto kWatchInterval = std::chrono::milliseconds(200);
 
 std::chrono::steady_clock::duration seconds(double s) {
   return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
@@ -67,17 +62,6 @@ HttpSession::~HttpSession() {
   if (closer_id_) ctx_->remove_closer(closer_id_);
   if (counted_) --ctx_->connections;
   if (job_) job_->cancel();
-}
-
-template <class Fn>
-void HttpSession::guarded(const char* where, Fn&& fn) noexcept {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    on_exception(where, e.what());
-  } catch (...) {
-    on_exception(where, "unknown exception");
-  }
 }
 
 void HttpSession::on_exception(const char* where, const char* what) noexcept {
@@ -303,46 +287,6 @@ void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest r
   watch_disconnect();
 }
 
-ReplySink HttpSession::sink(const ReplyTo& reply) {
-  ReplySink sink;
-  const std::weak_ptr<HttpSession> weak = shared_from_this();
-  sink.reply = [weak, reply](int status, std::string body) {
-    if (auto self = weak.lock()) self->reply_later(reply, status, std::move(body));
-  };
-  sink.error = [weak, reply](const api::ApiError& e) {
-    if (auto self = weak.lock()) self->reply_later(reply, e);
-  };
-  sink.events = [weak](std::vector<std::string> data, bool last) {
-    auto self = weak.lock();
-    if (!self) return;
-    net::post(self->stream_.get_executor(), [self, data = std::move(data), last]() mutable {
-      self->guarded("stream", [&] {
-        for (auto& d : data) self->stream_chunk(std::move(d), false);
-        if (last) self->stream_chunk("[DONE]", true);
-      });
-    });
-  };
-  return sink;
-}
-
-void HttpSession::reply_later(const ReplyTo& to, int status, std::string body) {
-  net::post(stream_.get_executor(), [self = shared_from_this(), to, status, body = std::move(body)] {
-    self->guarded("reply", [&] {
-      self->job_.reset();
-      self->send(json_response(to.request(), status, body), to.route);
-    });
-  });
-}
-
-void HttpSession::reply_later(const ReplyTo& to, const api::ApiError& error) {
-  net::post(stream_.get_executor(), [self = shared_from_this(), to, error] {
-    self->guarded("reply", [&] {
-      self->job_.reset();
-      self->send(error_response(to.request(), error), to.route);
-    });
-  });
-}
-
 void HttpSession::start_generate(std::shared_ptr<const Request> req, const Route& route) {
   auto ctx = ctx_;
   const api::WriteupLimits limits{ctx_->config.limits.max_batch_size, ctx_->config.limits.max_length};
@@ -363,25 +307,6 @@ void HttpSession::run_generate(const ReplyTo& reply, api::WriteupRequest request
   auto events = generate_events(request, prepared, sink(reply));
   job_ = ctx_->service.start(std::move(prepared), std::move(events));
   watch_disconnect();
-}
-
-void HttpSession::watch_disconnect() {
-  stream_.socket().async_wait(net::ip::tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
-    self->guarded("watch", [&] {
-      if (ec || !self->job_) return;
-      char byte;
-      const auto n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-        self->job_->cancel();  // the client hung up: stop generating for it; the session goes
-        return;
-      }
-      // Readable bytes of a next request (or a spurious wake-up): look again later.
-      self->watch_timer_.expires_after(kWatchInterval);
-      self->watch_timer_.async_wait([self](beast::error_code timer_ec) {
-        if (!timer_ec) self->watch_disconnect();
-      });
-    });
-  });
 }
 
 void HttpSession::send(Response res, const std::string& route) {
@@ -406,65 +331,6 @@ void HttpSession::on_write(bool close, beast::error_code ec, std::size_t) {
     if (ec) return fail(ec, "write");
     if (close) return do_close();
     do_read();
-  });
-}
-
-void HttpSession::start_stream(const ReplyTo& to) {
-  ctx_->count_request(to.route, 200);
-  responded_ = true;
-  http::response<http::empty_body> res{http::status::ok, to.version};
-  res.set(http::field::server, "writeup");
-  res.set(http::field::content_type, "text/event-stream; charset=utf-8");
-  res.set(http::field::cache_control, "no-cache");
-  // HTTP/1.0 has no chunked encoding: the events go out as they are, and closing the
-  // connection ends the stream.
-  stream_chunked_ = to.version >= 11;
-  stream_keep_alive_ = stream_chunked_ && to.keep_alive;
-  res.chunked(stream_chunked_);
-  res.keep_alive(stream_keep_alive_);
-  stream_done_ = false;
-  std::ostringstream os;
-  os << res.base();
-  stream_queue_.push_front(os.str());
-  do_stream_write();
-  watch_disconnect();  // between chunks nothing else is pending: this keeps the session
-}
-
-void HttpSession::stream_chunk(std::string data, bool last) {
-  if (stream_done_) return;
-  std::string event = "data: " + data + "\n\n";
-  if (stream_chunked_) {
-    std::ostringstream os;
-    os << std::hex << event.size() << "\r\n" << event << "\r\n";
-    event = os.str();
-  }
-  stream_queue_.push_back(std::move(event));
-  if (last) {
-    if (stream_chunked_) stream_queue_.push_back("0\r\n\r\n");
-    stream_done_ = true;
-    job_.reset();
-  }
-  do_stream_write();
-}
-
-void HttpSession::do_stream_write() {
-  if (stream_writing_ || stream_queue_.empty()) return;
-  stream_writing_ = true;
-  stream_.expires_after(kWriteTimeout);
-  net::async_write(stream_, net::buffer(stream_queue_.front()), [self = shared_from_this()](beast::error_code ec, std::size_t) {
-    self->guarded("stream write", [&] {
-      self->stream_writing_ = false;
-      self->stream_queue_.pop_front();
-      if (ec) {
-        if (self->job_) self->job_->cancel();  // the client went away
-        return self->fail(ec, "stream write");
-      }
-      if (!self->stream_queue_.empty()) return self->do_stream_write();
-      if (self->stream_done_) {
-        if (self->stream_keep_alive_) return self->do_read();
-        return self->do_close();
-      }
-    });
   });
 }
 

@@ -83,7 +83,9 @@ TEST(LocalGeneration, SameSeedSameTextsAndSequencesAreIndependent) {
 TEST(LocalGeneration, StopsAtLengthAndReportsIt) {
   const auto out = engine().run(request("Hello", 7)).sequences;
   ASSERT_EQ(out.size(), 1u);
-  if (out[0].finish_reason == "length") EXPECT_EQ(out[0].tokens.size(), 7u);
+  if (out[0].finish_reason == "length") {
+    EXPECT_EQ(out[0].tokens.size(), 7u);
+  }
   EXPECT_LE(out[0].tokens.size(), 7u);
 }
 
@@ -133,7 +135,9 @@ TEST(LocalGeneration, OutputsCarryEveryTokenWithItsLogprobAndTheAlternatives) {
           EXPECT_FLOAT_EQ(o.top[k].logprob, o.logprob);
         }
       }
-      if (!listed) EXPECT_LE(o.logprob, o.top[o.n_top - 1].logprob);
+      if (!listed) {
+        EXPECT_LE(o.logprob, o.top[o.n_top - 1].logprob);
+      }
     }
     EXPECT_EQ(tokens, run.sequences[i].tokens);
     EXPECT_EQ(engine().tokenizer().decode(tokens), run.sequences[i].text);

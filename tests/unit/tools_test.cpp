@@ -70,7 +70,9 @@ TEST(Tools, MakeModelWritesALoadableDirectory) {
     EXPECT_EQ(model->config().n_embd, 64);
     EXPECT_EQ(model->config().n_layer, 2);
     EXPECT_EQ(model->config().n_positions, 128);
-    writeup::service::LocalEngine engine({out.string()});
+    writeup::service::LocalEngineOptions eo;
+    eo.path = out.string();
+    writeup::service::LocalEngine engine(eo);
     writeup::generate::GenerationRequest req;
     req.prompt = engine.tokenizer().encode("Random weights still generate");
     req.params.max_tokens = 8;

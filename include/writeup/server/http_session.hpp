@@ -3,6 +3,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <chrono>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -27,6 +28,8 @@ class PendingHeads;
 // what one request can raise and turns it into that request's 500 (or closes this connection).
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
+  static constexpr std::chrono::seconds kWriteTimeout{30};  // for any one write
+
   HttpSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx,
               std::shared_ptr<PendingHeads> heads);
   ~HttpSession();
@@ -115,5 +118,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::uint64_t closer_id_ = 0;
   bool counted_ = true;  // in ctx_->connections (until a WebSocket session takes the count over)
 };
+
+template <class Fn>
+void HttpSession::guarded(const char* where, Fn&& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    on_exception(where, e.what());
+  } catch (...) {
+    on_exception(where, "unknown exception");
+  }
+}
 
 }  // namespace writeup::server
