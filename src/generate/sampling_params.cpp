@@ -26,6 +26,12 @@ void SamplingParams::validate() const {
           "frequency_penalty", "must be between -2 and 2");
   require(max_tokens >= 1, "max_tokens", "must be at least 1");
   for (const auto& s : stop) require(!s.empty(), "stop", "strings must not be empty");
+  for (std::size_t i = 0; i < logit_bias.size(); ++i) {
+    const auto& [token, bias] = logit_bias[i];
+    require(token >= 0, "logit_bias", "token ids must not be negative");
+    require(i == 0 || logit_bias[i - 1].first < token, "logit_bias", "token ids must be sorted and unique");
+    require(std::isfinite(bias) && std::fabs(bias) <= 100.0f, "logit_bias", "values must be between -100 and 100");
+  }
 }
 
 }  // namespace writeup::generate

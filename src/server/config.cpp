@@ -108,10 +108,17 @@ bool valid_device(const std::string& d) {
   return d.find_first_not_of("0123456789", 5) == std::string::npos;
 }
 
+bool valid_name(const std::string& name) {
+  return !name.empty() && name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs"
+                                                 "tuvwxyz0123456789._-") == std::string::npos;
+}
+
 void check_model(const ModelConfig& m, const std::string& at) {
-  if (m.name.empty() || m.name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs"
-                                                 "tuvwxyz0123456789._-") != std::string::npos) {
-    fail(at + ".name", "must be a non-empty name of letters, digits, '.', '_' or '-'");
+  if (!valid_name(m.name)) fail(at + ".name", "must be a non-empty name of letters, digits, '.', '_' or '-'");
+  for (std::size_t i = 0; i < m.aliases.size(); ++i) {
+    if (!valid_name(m.aliases[i])) {
+      fail(at + ".aliases[" + std::to_string(i) + "]", "must be a non-empty name of letters, digits, '.', '_' or '-'");
+    }
   }
   if (m.path.empty()) fail(at + ".path", "must be a non-empty model directory");
   if (!valid_device(m.device)) fail(at + ".device", "must be cpu, cuda or cuda:N");
@@ -158,6 +165,7 @@ void check_values(const ServerConfig& c) {
   if (!levels.count(c.log_level)) {
     fail("log_level", "must be one of trace, debug, info, warn, error, off");
   }
+  if (c.log_format != "text" && c.log_format != "json") fail("log_format", "must be text or json");
 }
 
 // A static_dir that is missing (or a file) would leave the server without a root to contain
@@ -174,7 +182,7 @@ void check_static_dir(const std::string& dir) {
 ServerConfig ServerConfig::from_json(const json& j) {
   ServerConfig c;
   const Section top(j, "", {"server", "limits", "stream", "cache", "defaults", "models",
-                            "log_level"});
+                            "log_level", "log_format"});
   if (j.contains("server")) {
     const Section s(j["server"], "server", {"host", "port", "io_threads", "api_keys",
                                             "allowed_origins", "static_dir"});
@@ -222,7 +230,8 @@ ServerConfig ServerConfig::from_json(const json& j) {
     for (std::size_t i = 0; i < j["models"].size(); ++i) {
       const std::string at = "models[" + std::to_string(i) + "]";
       const Section s(j["models"][i], at,
-                      {"name", "path", "device", "dtype", "workers", "max_batch", "kv_cache_mb", "notice"});
+                      {"name", "path", "device", "dtype", "workers", "max_batch", "kv_cache_mb", "notice",
+                       "aliases", "chat_template"});
       for (const char* required : {"name", "path"}) {
         if (!j["models"][i].contains(required)) fail(s.key(required), "is required");
       }
@@ -235,10 +244,13 @@ ServerConfig ServerConfig::from_json(const json& j) {
       s.integer("max_batch", m.max_batch);
       s.integer("kv_cache_mb", m.kv_cache_mb);
       s.str("notice", m.notice, true);
+      s.strings("aliases", m.aliases);
+      s.str("chat_template", m.chat_template, true);
       c.models.push_back(std::move(m));
     }
   }
   top.str("log_level", c.log_level);
+  top.str("log_format", c.log_format);
   check_values(c);
   return c;
 }
@@ -262,11 +274,19 @@ ServerConfig ServerConfig::load(const std::filesystem::path& file) {
 void ServerConfig::validate() {
   check_values(*this);
   if (models.empty()) fail("models", "at least one model is required");
-  std::set<std::string> names;
+  std::set<std::string> names;  // every name and alias: one model each
   for (std::size_t i = 0; i < models.size(); ++i) {
     if (!names.insert(models[i].name).second) {
       fail("models[" + std::to_string(i) + "].name", "duplicate model name '" +
                                                          models[i].name + "'");
+    }
+  }
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    for (std::size_t k = 0; k < models[i].aliases.size(); ++k) {
+      if (!names.insert(models[i].aliases[k]).second) {
+        fail("models[" + std::to_string(i) + "].aliases[" + std::to_string(k) + "]",
+             "'" + models[i].aliases[k] + "' is already the name or an alias of a model");
+      }
     }
   }
   if (!server.static_dir.empty()) check_static_dir(server.static_dir);

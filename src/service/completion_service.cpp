@@ -136,6 +136,7 @@ std::shared_ptr<Subscription> CompletionService::start(Prepared p, StreamEvents 
       if (auto running = it->second.lock()) {
         if ((id = running->join(events)) != 0) {
           local_joins_->inc();
+          p.trace->cache = CacheOutcome::join;
           return std::make_shared<Subscription>(running, id);
         }
       }
@@ -156,12 +157,14 @@ std::shared_ptr<Subscription> CompletionService::start(Prepared p, StreamEvents 
     }
     if (claim.kind == cache::Claim::hit) {
       if (auto results = decode_results(claim.value, p.request.n)) {
+        p.trace->cache = CacheOutcome::hit;
         flight->done(*results);
         return forget(key);
       }
       log::warn("cache: the value under " + key + " is not a response of " + std::to_string(p.request.n) +
                 " sequence(s); generating it again");
     }
+    p.trace->cache = CacheOutcome::miss;
     if (!run(flight, p, claim.lock_token)) {
       if (!claim.lock_token.empty()) cache_->release(key, claim.lock_token);
       flight->error(busy);

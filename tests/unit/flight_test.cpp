@@ -36,9 +36,15 @@ struct Recorder {
 
 std::vector<TextDelta> delta(int index, const std::string& text, int tokens) { return {{index, text, tokens}}; }
 
-std::vector<GeneratedSequence> results() {
-  return {{{1, 2, 3}, "one two", "length"}, {{4}, "ü", "stop"}};
+GeneratedSequence sequence(std::vector<int> tokens, std::string text, std::string finish) {
+  GeneratedSequence s;
+  s.tokens = std::move(tokens);
+  s.text = std::move(text);
+  s.finish_reason = std::move(finish);
+  return s;
 }
+
+std::vector<GeneratedSequence> results() { return {sequence({1, 2, 3}, "one two", "length"), sequence({4}, "ü", "stop")}; }
 
 TEST(Flight, ALateJoinerGetsTheTextSoFarThenEverything) {
   Flight f(nullptr);

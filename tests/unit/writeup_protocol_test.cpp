@@ -118,7 +118,7 @@ TEST(WriteupProtocol, SamplingParamsFollowTheProtocol) {
 }
 
 TEST(WriteupProtocol, MessagesThatAreNotUtf8AreRejectedAsInvalidJson) {
-  for (const std::string text : {std::string("{\"message_type\":\"new_request\",\"prompt\":\"\xff\"}"),
+  for (const std::string& text : {std::string("{\"message_type\":\"new_request\",\"prompt\":\"\xff\"}"),
                                  std::string("{\"message_type\":\"new_\xc3\"}"), std::string("\xfe\xff")}) {
     WriteupRequest partial;
     try {

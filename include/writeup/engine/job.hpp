@@ -24,6 +24,10 @@ class JobSink {
   virtual void on_outputs(std::span<const TokenOutput> outputs) = 0;
   // The job failed: nothing more comes (called at most once, instead of the remaining ends).
   virtual void on_error(ErrorKind kind, const std::string& message) = 0;
+  // Only when request.prompt_logprobs: prompt tokens 1..T-1 (index 0, `token` the prompt's
+  // token, its `logprob` given the tokens before it, `n_top` = request.logprobs alternatives;
+  // `finish` none), in order, once, before the job's first on_outputs.
+  virtual void on_prompt_logprobs(std::vector<TokenOutput> prompt) { (void)prompt; }
 };
 
 // One request's n sequences, queued to a worker.

@@ -23,6 +23,11 @@ struct ModelConfig {
                                // available memory on CPU); caps the slots below max_batch
   std::string notice;          // shown in /v1/models and logged at start ("" = none), e.g.
                                // "random weights: output is random text"
+  std::vector<std::string> aliases;  // other names clients may use for this model (same charset as
+                                     // name; unique across every model's name and aliases), e.g.
+                                     // the original editor's "gpt2-medium-hp"
+  std::string chat_template;   // how /v1/chat/completions turns messages into a prompt ("" = the
+                               // built-in default: "role: content" lines ending with "assistant:")
 };
 
 struct ServerConfig {
@@ -70,6 +75,7 @@ struct ServerConfig {
   } defaults;
   std::vector<ModelConfig> models;
   std::string log_level = "info";  // trace, debug, info, warn, error, off
+  std::string log_format = "text";  // request log lines (at info): "text" or "json" (JSON lines)
 
   // Throws std::invalid_argument whose message names the key path (e.g. "limits.max_queue: must
   // be a positive integer", "server.prot: unknown key") — unknown keys and bad values both fail.

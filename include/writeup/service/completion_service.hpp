@@ -12,6 +12,7 @@
 #include "writeup/service/flight.hpp"
 #include "writeup/service/model_registry.hpp"
 #include "writeup/service/output_processor.hpp"
+#include "writeup/service/request_trace.hpp"
 #include "writeup/service/service_options.hpp"
 
 namespace writeup::cache {
@@ -32,6 +33,8 @@ struct Prepared {
   int truncated_tokens = 0;  // prompt tokens dropped on the left (writeup protocol only)
   std::string cache_key;     // "" = not cached (no cache configured, or model not loaded)
   OutputOptions output;      // when text streams (the protocol's rule)
+  // Filled by start() (cache outcome) for the request's log line; shared by copies.
+  std::shared_ptr<RequestTrace> trace = std::make_shared<RequestTrace>();
 };
 
 // validate -> cache -> single flight -> engine -> output processor -> stream -> store. Identical requests cost one
