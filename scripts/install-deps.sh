@@ -65,10 +65,12 @@ else
   echo "install-deps: all ${#PACKAGES[@]} packages present"
 fi
 
-# The npm reference tokenizer (gpt-3-encoder) used by the tokenizer cross-check test.
-# Installed into tests/node (ignored by git); skipped when already there.
+# tests/node's npm packages (pinned in its package.json, installed into tests/node/node_modules,
+# ignored by git): the reference tokenizer (gpt-3-encoder) for the tokenizer cross-check and the
+# official OpenAI SDK (openai) for the SDK test. Skipped when both are there.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ "$SERVE_ONLY" -eq 0 ] && [ ! -f "$ROOT/tests/node/node_modules/gpt-3-encoder/package.json" ]; then
-  echo "install-deps: npm install gpt-3-encoder"
+if [ "$SERVE_ONLY" -eq 0 ] && { [ ! -f "$ROOT/tests/node/node_modules/gpt-3-encoder/package.json" ] ||
+                                [ ! -f "$ROOT/tests/node/node_modules/openai/package.json" ]; }; then
+  echo "install-deps: npm install in tests/node (gpt-3-encoder, openai)"
   (cd "$ROOT/tests/node" && npm install --no-audit --no-fund --loglevel=error)
 fi
