@@ -128,6 +128,16 @@ TEST(ServerConfig, ServerExampleAcceptsEveryEditorModelName) {
   EXPECT_NE(c.models[1].notice.find("gpt2-medium-companies"), std::string::npos);  // said, not hidden
 }
 
+// docker compose's cpu profile: one small model on the CPU that answers every editor name.
+TEST(ServerConfig, CpuExampleParsesAndAnswersEveryEditorModelName) {
+  ServerConfig c = ServerConfig::load(config_dir() / "cpu.json");
+  c.validate();
+  ASSERT_EQ(c.models.size(), 1u);
+  EXPECT_EQ(c.models[0].device, "cpu");
+  EXPECT_EQ(c.models[0].aliases.size(), 8u);
+  EXPECT_NE(c.models[0].notice.find("gpt2 (small) answers every model name"), std::string::npos);
+}
+
 TEST(ServerConfig, AliasesAreParsedAndUniqueAcrossNamesAndAliases) {
   json j = {{"models", json::array({{{"name", "a"}, {"path", "da"}, {"aliases", {"a1", "a2"}}},
                                     {{"name", "b"}, {"path", "db"}, {"aliases", json::array()}}})},
