@@ -94,3 +94,9 @@ def test_an_unresolvable_library_is_named(tmp_path):
     assert "libwriteup-missing.so" in r.stderr and "cannot find" in r.stderr
     r = run_script(tmp_path / "out")
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_shellcheck_clean():
+    from deploy_support import need_tool
+    r = subprocess.run([need_tool("shellcheck"), str(SCRIPT)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
