@@ -4,8 +4,11 @@ the server is started through the copied dynamic loader with only that folder to
 (--library-path DIR --inhibit-cache: no ld.so.cache, so the system's libtorch is not found
 through it), must answer a completion, and every shared object mapped into the process must
 come from the folder (a library found elsewhere, or one dlopen()ed later, would show up)."""
+import pathlib
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -21,13 +24,20 @@ def run_script(*args):
     return subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def libs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("runtime-libs")
-    r = run_script(d, server_bin())
+@pytest.fixture
+def scratch():
+    """A folder removed after the test (a copied set is ~500 MB: pytest's tmp_path would keep it)."""
+    d = pathlib.Path(tempfile.mkdtemp(prefix="writeup-runtime-libs-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def libs(scratch):
+    r = run_script(scratch, server_bin())
     assert r.returncode == 0, r.stderr
     assert re.search(r"runtime-libs: \d+ libraries, \d+ MiB", r.stderr)
-    return d
+    return scratch
 
 
 def test_the_copied_libraries_alone_run_the_server(libs):
@@ -70,10 +80,10 @@ def pathlib_text(path):
         return f.read()
 
 
-def test_no_libc_leaves_glibc_to_the_image(tmp_path):
-    r = run_script("--no-libc", tmp_path, server_bin())
+def test_no_libc_leaves_glibc_to_the_image(scratch):
+    r = run_script("--no-libc", scratch, server_bin())
     assert r.returncode == 0, r.stderr
-    names = {p.name for p in tmp_path.iterdir()}
+    names = {p.name for p in scratch.iterdir()}
     assert not [n for n in names if n.startswith(("ld-linux", "libc.so", "libm.so", "libpthread.so"))], names
     assert any(n.startswith("libtorch_cpu.so") for n in names)
 
