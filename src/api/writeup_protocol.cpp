@@ -9,6 +9,20 @@ namespace {
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
+// What an error frame echoes, read without judging the rest of the message: the prompt when it is
+// a string, batch_size when it is a valid one (else the default). Never throws.
+void read_echo(const nlohmann::json& object, const WriteupLimits& limits, WriteupRequest& r) {
+  const auto prompt = object.find("prompt");
+  if (prompt != object.end() && prompt->is_string()) r.prompt = prompt->get<std::string>();
+  try {
+    if (auto v = Fields(object).integer("batch_size", 1, std::min(10, limits.max_batch_size))) {
+      r.batch_size = static_cast<int>(*v);
+    }
+  } catch (const ApiError&) {
+    // an invalid batch_size is the message's error; the frame keeps the default count
+  }
+}
+
 }  // namespace
 
 WriteupRequest parse_writeup_fields(const nlohmann::json& object, const WriteupLimits& limits,
@@ -18,7 +32,7 @@ WriteupRequest parse_writeup_fields(const nlohmann::json& object, const WriteupL
   const auto keep = [&] {
     if (partial) *partial = r;
   };
-  if (object.contains("prompt") && object["prompt"].is_string()) r.prompt = object["prompt"].get<std::string>();
+  read_echo(object, limits, r);
   keep();
   if (auto v = f.integer("batch_size", 1, std::min(10, limits.max_batch_size))) r.batch_size = static_cast<int>(*v);
   keep();
@@ -42,6 +56,10 @@ ClientMessage parse_client_message(std::string_view text, const WriteupLimits& l
   const auto j = parse_json_lenient(text);  // the editor may cut a surrogate pair in two
   if (j.is_discarded()) throw ApiError(400, "invalid_json", "message is not valid JSON");
   if (!j.is_object()) throw ApiError(400, "invalid_json", "message must be a JSON object");
+  if (partial) {
+    *partial = WriteupRequest{};
+    read_echo(j, limits, *partial);  // an error about any field (message_type too) echoes these
+  }
   ClientMessage m;
   const auto type = j.find("message_type");
   if (type == j.end() || !type->is_string()) {

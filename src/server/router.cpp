@@ -120,7 +120,8 @@ nlohmann::json model_json(const service::ModelEntry& m) {
                       {"owned_by", "writeup"},
                       {"ready", m.ready()},
                       {"context_length", m.n_positions},
-                      {"fingerprint", m.fingerprint()}};
+                      {"fingerprint", m.fingerprint()},
+                      {"aliases", m.config.aliases}};
   if (!m.config.notice.empty()) j["notice"] = m.config.notice;
   return j;
 }

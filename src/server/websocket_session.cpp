@@ -224,7 +224,9 @@ void WebSocketSession::on_prepared(std::uint64_t gen, std::optional<service::Pre
   for_generation(gen, "prepare", [&](Running& run) {
     if (error) std::rethrow_exception(error);
     if (closing_) return;
-    run.model_name = prepared->model->config.name;
+    // Frames name the model as the request did (an alias stays the alias the editor sent: it
+    // asked for that name); a request without model_name gets the canonical default.
+    if (run.request.model_name.empty()) run.model_name = prepared->model->config.name;
     run.seed = prepared->request.params.seed;
     run.cache_key = prepared->cache_key;
     // The flight holds these: they hold this session weakly (an event for a gone session is

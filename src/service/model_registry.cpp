@@ -1,5 +1,6 @@
 #include "writeup/service/model_registry.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <limits>
@@ -117,6 +118,10 @@ ModelRegistry::~ModelRegistry() { stop(); }
 const ModelEntry* ModelRegistry::find(const std::string& name) const {
   for (const auto& m : models_) {
     if (m->config.name == name) return m.get();
+  }
+  for (const auto& m : models_) {
+    const auto& aliases = m->config.aliases;
+    if (std::find(aliases.begin(), aliases.end(), name) != aliases.end()) return m.get();
   }
   return nullptr;
 }

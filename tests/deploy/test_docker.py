@@ -4,6 +4,7 @@ exists and is inside the build context that .dockerignore leaves, stages exist, 
 runs as a non-root user with a HEALTHCHECK on /ready."""
 import fnmatch
 import json
+import pathlib
 import re
 import subprocess
 
@@ -13,6 +14,9 @@ from deploy_support import ROOT, need_tool
 
 DOCKER = ROOT / "docker"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
+# Every model name the original writeup.ai editor sends or has a constant for (issue 13).
+EDITOR_MODELS = ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-medium-hp", "gpt2-medium-research",
+                 "gpt2-medium-companies", "gpt2-medium-legal", "gpt2-medium-got", "gpt2-medium-lyrics"]
 
 
 def compose(*args, file=DOCKER / "compose.yml"):
@@ -44,8 +48,13 @@ def test_compose_config_default_and_cpu_profile():
             assert s["depends_on"]["redis"]["condition"] == "service_healthy"
             assert "redis://redis:6379/0" in s["command"]
             mounts = {v.split(":")[1]: v.split(":")[0] for v in s["volumes"]}
-            assert mounts["/etc/writeup/server.json"] == str(ROOT / "config" / "server.json")
+            assert mounts["/etc/writeup/server.json"] == str(ROOT / "config" / ("server.json" if s is gpu else "cpu.json"))
             assert mounts["/models"] == str(ROOT / "models")
+            # the editor can pick any of its models on either service (names or aliases)
+            served = json.loads(pathlib.Path(mounts["/etc/writeup/server.json"]).read_text())
+            names = {n for m in served["models"] for n in [m["name"], *m.get("aliases", [])]}
+            assert set(EDITOR_MODELS) <= names, sorted(set(EDITOR_MODELS) - names)
+            assert "--model" not in s["command"]              # flags would drop the aliases
             assert (ROOT / s["build"]["dockerfile"]).is_file()
             assert s["build"]["context"] == str(ROOT)
 
@@ -155,3 +164,38 @@ def test_cpu_image_builds_with_install_deps_and_tests_off():
     names = pkgs.group(1).replace("\\", " ").split()
     r = subprocess.run(["apt-cache", "show", "--no-all-versions", *names], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_no_syntax_line_and_one_gid_for_the_writeup_group():
+    """Issue 13: `# syntax=docker/dockerfile:1` made BuildKit fetch a frontend image first (builds
+    failed on hosts that only reach a mirror); useradd --user-group gave the group gid 999 while
+    the README and the k8s runAsGroup/fsGroup say 10001."""
+    for path in DOCKERFILES:
+        text = path.read_text()
+        assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I), path.name
+        runs = " ".join(r for w, r in instructions(path) if w == "RUN")
+        assert re.search(r"groupadd .*--gid 10001 writeup", runs), path.name
+        assert re.search(r"useradd .*--uid 10001 --gid 10001 .*writeup", runs), path.name
+        assert "--user-group" not in runs, path.name
+    readme = (ROOT / "README.md").read_text() + (DOCKER / "README.md").read_text()
+    assert "uid 10001" in readme and "gid 10001" in readme
+    assert "gid 999" not in readme
+    for f in (DOCKER / "k8s").glob("*.yaml"):
+        for d in yaml.safe_load_all(f.read_text()):
+            spec = (d or {}).get("spec", {}).get("template", {}).get("spec", {})
+            ctx = spec.get("securityContext", {})
+            if ctx.get("runAsUser") == 10001:
+                assert ctx["runAsGroup"] == 10001 and ctx["fsGroup"] == 10001, f.name
+
+
+def test_cpu_runtime_copies_only_the_libraries_the_binaries_load():
+    """The runtime stage takes scripts/runtime-libs' set (checked alone in test_runtime_libs.py)
+    instead of installing libtorch1.13 and every hard dependency of Debian's package."""
+    build, runtime = (DOCKER / "Dockerfile").read_text().split("AS runtime")
+    assert "scripts/runtime-libs --no-libc /opt/writeup/lib" in build
+    for binary in ("writeup-server", "writeup-generate", "writeup-make-model"):
+        assert f"build/{binary}" in build.split("scripts/runtime-libs --no-libc")[1]
+    assert "COPY --from=build /opt/writeup/lib /usr/local/lib/writeup" in runtime
+    assert "ldconfig" in runtime
+    assert "libtorch" not in runtime.split("COPY --from=build")[0]   # no apt-installed libtorch
+    assert '! ldd /usr/local/bin/writeup-server | grep "not found"' in runtime

@@ -1,8 +1,11 @@
 """scripts/fetch-model against a fake hub on loopback (conftest.FakeHub) serving the tiny model."""
 import os
+import pathlib
+import shutil
 import pty
 import subprocess
 import sys
+import tempfile
 import time
 
 import requests
@@ -214,3 +217,33 @@ def test_progress_bar_on_a_terminal(hub, tmp_path):
 
 if __name__ == "__main__":
     sys.exit("run with pytest")
+
+
+def test_a_models_folder_it_may_not_write_gets_a_message_not_a_traceback(hub, tmp_path):
+    """Issue 13: `docker run ... -v "$PWD/models:/models" writeup-server:cpu` with fetch-model
+    as the image's uid 10001 and a host folder it does not own died with a PermissionError
+    traceback. The message names the folder and the uid and gives the --user command."""
+    models = pathlib.Path(tempfile.mkdtemp(prefix="writeup-ro-models-", dir="/tmp"))
+    try:
+        if os.getuid() == 0:
+            # root writes anywhere: run as the image's user, for whom the folder is read-only
+            os.chmod(models, 0o755)
+            as_user = {"preexec_fn": lambda: (os.setgroups([]), os.setgid(10001), os.setuid(10001))}
+            uid = 10001
+        else:
+            os.chmod(models, 0o555)
+            as_user, uid = {}, os.getuid()
+        e = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+        e.update(HF_ENDPOINT=hub.url, WRITEUP_MODELS_DIR=str(models))
+        r = subprocess.run(["/usr/bin/python3", str(FETCH), "gpt2"], env=e, text=True, capture_output=True,
+                           timeout=60, cwd="/", **as_user)
+        assert r.returncode == 1, r.stderr
+        assert "Traceback" not in r.stderr and "PermissionError" not in r.stderr, r.stderr
+        (line,) = [l for l in r.stderr.splitlines() if l.startswith("fetch-model: error:")]
+        assert f"cannot write the model into {models}" in line
+        assert f"uid {uid}" in line
+        assert '--user "$(id -u):$(id -g)"' in line
+        assert list(models.iterdir()) == []               # nothing half-written
+    finally:
+        os.chmod(models, 0o755)
+        shutil.rmtree(models, ignore_errors=True)

@@ -1,9 +1,11 @@
 """docker/k8s: `kubectl apply --dry-run=client` needs a cluster's API discovery, so the manifests
 are checked structurally with python3-yaml: the kinds' required fields, every cross-reference
 (selectors, ports, ConfigMap keys, claims, HPA targets, Ingress backends), the path routing
-against each group's models, and each group's server config started by the real writeup-server
-(with the tiny model in place of the weights) to prove the server accepts every key and
-exports the metric the HPAs scale on."""
+against each group's models (the editor's WebSocket reaches a group serving every model name the
+editor sends), and each group's server config started by the real writeup-server (with the tiny
+model in place of the weights) to prove the server accepts every key, exports the metric the
+HPAs scale on and answers every editor model name on one WebSocket."""
+import asyncio
 import json
 import re
 import subprocess
@@ -11,6 +13,7 @@ import time
 
 import pytest
 import requests
+import websockets
 import yaml
 
 from deploy_support import ROOT, TINY, server_bin
@@ -20,6 +23,10 @@ API = {"Namespace": "v1", "ConfigMap": "v1", "Service": "v1", "PersistentVolumeC
        "Deployment": "apps/v1", "Job": "batch/v1", "Ingress": "networking.k8s.io/v1",
        "HorizontalPodAutoscaler": "autoscaling/v2"}
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Every model name the original writeup.ai editor sends or has a constant for (issue 13).
+EDITOR_MODELS = ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-medium-hp", "gpt2-medium-research",
+                 "gpt2-medium-companies", "gpt2-medium-legal", "gpt2-medium-got", "gpt2-medium-lyrics"]
+EDITOR_SOCKET = "/ws/async/writeup/text_generation/session/3f0c6d9e-8a4b-4c1e-9d2f-editor/"
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +95,7 @@ def test_pods_reference_what_exists(docs):
 
 def test_server_pods_probe_ready_and_health(docs):
     servers = {n: d for n, d in of(docs, "Deployment").items() if n.startswith("writeup-")}
-    assert set(servers) == {"writeup-gpt2", "writeup-gpt2-medium", "writeup-gpt2-large",
-                            "writeup-gpt2-medium-finetuned"}
+    assert set(servers) == {"writeup-server"}   # one group: every model on each pod's GPU
     for name, d in servers.items():
         c = d["spec"]["template"]["spec"]["containers"][0]
         assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -129,29 +135,67 @@ def group_configs(docs):
     return out
 
 
-def test_ingress_routes_every_model_to_its_group(docs):
+def names_of(config):
+    """Every name a config's models answer to: names and aliases."""
+    return {n for m in config["models"] for n in [m["name"], *m.get("aliases", [])]}
+
+
+def ingress_routes(docs):
+    """Ingress path -> the Deployment behind it."""
     services = service_backends(docs)
+    ing = of(docs, "Ingress")["writeup"]
+    routes = {}
+    for rule in ing["spec"]["rules"]:
+        for p in rule["http"]["paths"]:
+            svc = p["backend"]["service"]
+            assert svc["name"] in services and svc["port"]["name"] in services[svc["name"]][0]
+            assert p["pathType"] == "ImplementationSpecific"       # regex paths (use-regex)
+            routes[p["path"]] = services[svc["name"]][1]
+    return routes
+
+
+def routed_to(routes, path):
+    """The Deployment ingress-nginx sends `path` to: its regex locations are tried longest
+    first (the annotation use-regex orders them so), the first match wins."""
+    for pattern in sorted(routes, key=len, reverse=True):
+        if re.match(pattern, path, re.I):
+            return routes[pattern]
+    return None
+
+
+def test_ingress_routes_every_model_to_its_group(docs):
     configs = group_configs(docs)
     ing = of(docs, "Ingress")["writeup"]
     ann = ing["metadata"]["annotations"]
     assert ann["nginx.ingress.kubernetes.io/use-regex"] == "true"
     assert ann["nginx.ingress.kubernetes.io/rewrite-target"] == "/$1"
     assert int(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600   # editor WebSockets
-    routes = {}
-    for rule in ing["spec"]["rules"]:
-        for p in rule["http"]["paths"]:
-            svc = p["backend"]["service"]
-            assert svc["name"] in services and svc["port"]["name"] in services[svc["name"]][0]
-            routes[p["path"]] = services[svc["name"]][1]
+    routes = ingress_routes(docs)
     expected = {}
     for deployment, config in configs.items():
-        for m in config["models"]:
-            expected[f"/({m['name']})$"] = deployment          # POST /{model}, as the original
-            expected[f"/{m['name']}/(.*)"] = deployment        # /{model}/v1/..., /{model}/ws/...
-    expected["/(.*)"] = "writeup-gpt2-medium"                   # the editor's default model
+        for name in names_of(config):
+            expected[f"/({name})$"] = deployment          # POST /{model}, as the original
+            expected[f"/{name}/(.*)"] = deployment        # /{model}/v1/..., /{model}/ws/...
+    expected["/(.*)"] = "writeup-server"                   # everything else, /ws/... included
     assert routes == expected
     for path in ("/gpt2-medium", "/gpt2-medium-hp", "/gpt2", "/gpt2-large"):
         assert f"/({path[1:]})$" in routes
+
+
+def test_the_editor_socket_reaches_every_model_it_can_pick(docs):
+    """Issue 13: the editor switches models on one WebSocket; behind the Ingress that socket is
+    held by one pod, so the group /ws/... goes to must serve every editor model name."""
+    configs = group_configs(docs)
+    routes = ingress_routes(docs)
+    for path in (EDITOR_SOCKET, "/ws/async/writeup/text_generation/session/x",
+                 "/gpt2-medium-hp" + EDITOR_SOCKET, "/gpt2-large" + EDITOR_SOCKET):
+        deployment = routed_to(routes, path)
+        assert deployment in configs, path
+        missing = set(EDITOR_MODELS) - names_of(configs[deployment])
+        assert not missing, f"{path} -> {deployment}, which does not serve {sorted(missing)}"
+    for name in EDITOR_MODELS:   # POST /{model}, the original backend's call, too
+        deployment = routed_to(routes, "/" + name)
+        assert name in names_of(configs[deployment]), name
 
 
 def test_hpas_scale_the_groups_on_queue_depth(docs):
@@ -206,11 +250,32 @@ def test_each_group_config_is_accepted_by_the_server(docs, tmp_path):
             while requests.get(url + "/ready", timeout=5).status_code != 200:
                 assert time.time() < deadline, f"{name} never ready"
                 time.sleep(0.05)
-            ids = [m["id"] for m in requests.get(url + "/v1/models", timeout=5).json()["data"]]
-            assert ids == [m["name"] for m in config["models"]]
+            listed = requests.get(url + "/v1/models", timeout=5).json()["data"]
+            assert [m["id"] for m in listed] == [m["name"] for m in config["models"]]
+            assert [m["aliases"] for m in listed] == [m.get("aliases", []) for m in config["models"]]
             metrics = requests.get(url + "/metrics", timeout=5).text
             for m in config["models"]:
                 assert re.search(rf'^writeup_queue_depth\{{model="{m["name"]}",', metrics, re.M)
+            if set(EDITOR_MODELS) <= names_of(config):
+                assert asyncio.run(switch_models_on_one_socket(url, EDITOR_MODELS)) == EDITOR_MODELS
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+async def switch_models_on_one_socket(url, names):
+    """One editor socket asks each model in turn; the model names its completed frames carry."""
+    answered = []
+    ws_url = url.replace("http://", "ws://") + EDITOR_SOCKET
+    async with websockets.connect(ws_url, open_timeout=10) as ws:
+        for name in names:
+            await ws.send(json.dumps({"prompt": "The dragon said", "temperature": 0.5, "top_k": 30, "top_p": 0,
+                                      "length": 4, "batch_size": 2, "model_name": name,
+                                      "message_type": "new_request"}))
+            for _ in range(100):                                   # bounded: a few frames each
+                m = json.loads(await asyncio.wait_for(ws.recv(), 30))["message"]
+                assert m["message_type"] in ("updated_response", "completed_response"), m
+                if m["message_type"] == "completed_response":
+                    answered.append(m["model_name"])
+                    break
+    return answered

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "test_support.hpp"
@@ -102,6 +103,76 @@ TEST(ServerConfig, ServerExampleParses) {
     EXPECT_EQ(m.dtype, "float16");
   }
   EXPECT_EQ(c.models[7].name, "gpt2-medium-research-abstracts");
+}
+
+// Every name the original writeup.ai editor sends (and has constants for) is a model's name or
+// alias in the shipped config; gpt2-medium-companies (no published weights) is gpt2-medium's.
+TEST(ServerConfig, ServerExampleAcceptsEveryEditorModelName) {
+  ServerConfig c = ServerConfig::load(config_dir() / "server.json");
+  c.validate();
+  const auto owner = [&](const std::string& name) -> std::string {
+    for (const auto& m : c.models) {
+      if (m.name == name || std::find(m.aliases.begin(), m.aliases.end(), name) != m.aliases.end()) return m.name;
+    }
+    return "";
+  };
+  EXPECT_EQ(owner("gpt2"), "gpt2");
+  EXPECT_EQ(owner("gpt2-medium"), "gpt2-medium");
+  EXPECT_EQ(owner("gpt2-large"), "gpt2-large");
+  EXPECT_EQ(owner("gpt2-medium-hp"), "gpt2-medium-harry-potter");
+  EXPECT_EQ(owner("gpt2-medium-research"), "gpt2-medium-research-abstracts");
+  EXPECT_EQ(owner("gpt2-medium-companies"), "gpt2-medium");
+  EXPECT_EQ(owner("gpt2-medium-legal"), "gpt2-medium-legal");
+  EXPECT_EQ(owner("gpt2-medium-got"), "gpt2-medium-game-of-thrones");
+  EXPECT_EQ(owner("gpt2-medium-lyrics"), "gpt2-medium-lyrics");
+  EXPECT_NE(c.models[1].notice.find("gpt2-medium-companies"), std::string::npos);  // said, not hidden
+}
+
+// docker compose's cpu profile: one small model on the CPU that answers every editor name.
+TEST(ServerConfig, CpuExampleParsesAndAnswersEveryEditorModelName) {
+  ServerConfig c = ServerConfig::load(config_dir() / "cpu.json");
+  c.validate();
+  ASSERT_EQ(c.models.size(), 1u);
+  EXPECT_EQ(c.models[0].device, "cpu");
+  EXPECT_EQ(c.models[0].aliases.size(), 8u);
+  EXPECT_NE(c.models[0].notice.find("gpt2 (small) answers every model name"), std::string::npos);
+}
+
+TEST(ServerConfig, AliasesAreParsedAndUniqueAcrossNamesAndAliases) {
+  json j = {{"models", json::array({{{"name", "a"}, {"path", "da"}, {"aliases", {"a1", "a2"}}},
+                                    {{"name", "b"}, {"path", "db"}, {"aliases", json::array()}}})},
+            {"defaults", {{"model", "a2"}}}};
+  ServerConfig c = ServerConfig::from_json(j);
+  c.validate();
+  EXPECT_EQ(c.models[0].aliases, (std::vector<std::string>{"a1", "a2"}));
+  EXPECT_TRUE(c.models[1].aliases.empty());
+  EXPECT_EQ(c.defaults.model, "a2");  // a default may be an alias
+
+  const auto validate_error = [](ServerConfig config) -> std::string {
+    try {
+      config.validate();
+      return "";
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+  };
+  ServerConfig bad = c;
+  bad.models[1].aliases = {"a"};  // another model's name
+  EXPECT_EQ(validate_error(bad), "models[1].aliases[0]: 'a' is already the name or an alias of a model");
+  bad.models[1].aliases = {"x", "a1"};  // another model's alias
+  EXPECT_EQ(validate_error(bad), "models[1].aliases[1]: 'a1' is already the name or an alias of a model");
+  bad.models[1].aliases = {"b"};  // its own name
+  EXPECT_EQ(validate_error(bad), "models[1].aliases[0]: 'b' is already the name or an alias of a model");
+  bad.models[1].aliases = {"y", "y"};  // twice
+  EXPECT_EQ(validate_error(bad), "models[1].aliases[1]: 'y' is already the name or an alias of a model");
+  bad.models[1].aliases = {};
+  bad.models[1].name = "a1";  // a name that is another model's alias
+  EXPECT_NE(validate_error(bad).find("'a1' is already the name or an alias of a model"), std::string::npos);
+
+  j["models"][1]["aliases"] = {"bad name"};
+  EXPECT_NE(from_json_error(j).find("models[1].aliases[0]"), std::string::npos);
+  j["models"][1]["aliases"] = "b1";  // not a list
+  EXPECT_NE(from_json_error(j).find("models[1].aliases"), std::string::npos);
 }
 
 TEST(ServerConfig, UnknownKeysNameTheirPath) {

@@ -78,6 +78,63 @@ TEST(WriteupProtocol, ErrorFramesKeepWhatCouldBeRead) {
   EXPECT_EQ(m["error"]["field"], "top_k");
 }
 
+// Issue 13: error frames carried 5 text_ fields whatever batch_size was and an empty prompt when
+// the error was about the message itself (message_type) rather than a writeup field.
+TEST(WriteupProtocol, ErrorFramesEchoThePromptAndBatchSizeWhateverTheError) {
+  const auto error_frame_of = [](const std::string& text) {
+    WriteupRequest partial;
+    try {
+      parse_client_message(text, {}, &partial);
+    } catch (const ApiError& e) {
+      return make_error_frame(partial.prompt, partial.batch_size, e)["message"];
+    }
+    ADD_FAILURE() << "expected an error for " << text;
+    return nlohmann::json();
+  };
+  const auto count_texts = [](const nlohmann::json& m) {
+    int n = 0;
+    for (const auto& [k, v] : m.items()) n += k.rfind("text_", 0) == 0 ? 1 : 0;
+    return n;
+  };
+  // The prompt (non-ASCII, escapes, spaces kept byte for byte) and batch_size 7 are echoed
+  // whether the bad field comes before or after them, and for a bad message_type too.
+  const std::string prompt = R"(  caf\u00e9 \\ \"quoted\" \ud83d\ude00 end  )";
+  const std::string decoded = "  caf\xc3\xa9 \\ \"quoted\" \xf0\x9f\x98\x80 end  ";
+  for (const std::string& text : {
+           R"({"message_type":"new_request","prompt":")" + prompt + R"(","batch_size":7,"top_k":99})",
+           R"({"top_k":99,"batch_size":"7","prompt":")" + prompt + R"(","message_type":"new_request"})",
+           R"({"message_type":"what","prompt":")" + prompt + R"(","batch_size":7})",
+           R"({"prompt":")" + prompt + R"(","batch_size":7,"model_name":"gpt2-medium"})",
+           R"({"message_type":"new_request","prompt":")" + prompt + R"(","batch_size":7,"seed":-1})",
+       }) {
+    const auto m = error_frame_of(text);
+    EXPECT_EQ(m["message_type"], "error") << text;
+    EXPECT_EQ(m["prompt"], decoded) << text;
+    EXPECT_EQ(count_texts(m), 7) << text;
+    EXPECT_EQ(m["text_6"], "") << text;
+  }
+  // batch_size itself invalid: the protocol's default count (5); the prompt is still echoed.
+  for (const char* bad : {"11", "0", "2.5", "\"many\"", "[]"}) {
+    const auto m = error_frame_of(std::string(R"({"message_type":"new_request","prompt":"abc","batch_size":)") + bad + "}");
+    EXPECT_EQ(m["error"]["field"], "batch_size") << bad;
+    EXPECT_EQ(m["prompt"], "abc") << bad;
+    EXPECT_EQ(count_texts(m), 5) << bad;
+  }
+  // A batch_size over the configured limit is invalid too.
+  WriteupRequest partial;
+  EXPECT_THROW(parse_client_message(R"({"message_type":"new_request","prompt":"p","batch_size":8})", {6, 256}, &partial),
+               ApiError);
+  EXPECT_EQ(partial.batch_size, 5);
+  // Unreadable: not JSON, a prompt that is not a string.
+  auto m = error_frame_of(R"({"message_type":"new_request","prompt":"abc",)");
+  EXPECT_EQ(m["prompt"], "");
+  EXPECT_EQ(count_texts(m), 5);
+  m = error_frame_of(R"({"message_type":"new_request","prompt":42,"batch_size":2})");
+  EXPECT_EQ(m["prompt"], "");
+  EXPECT_EQ(count_texts(m), 2);
+  EXPECT_EQ(m["error"]["field"], "prompt");
+}
+
 TEST(WriteupProtocol, CancelRequest) {
   EXPECT_EQ(parse_client_message(R"({"message_type":"cancel_request"})", {}).type,
             ClientMessage::Type::cancel_request);

@@ -43,7 +43,9 @@ class ModelRegistry {
   ModelRegistry(const server::ServerConfig& config, metrics::Registry& metrics);
   ~ModelRegistry();
 
-  const ModelEntry* find(const std::string& name) const;  // nullptr when unknown
+  // By name or alias (ModelConfig::aliases; the config keeps each unique); nullptr when unknown.
+  // The entry's config.name is the canonical name.
+  const ModelEntry* find(const std::string& name) const;
   const ModelEntry& default_model() const;
   const std::vector<std::unique_ptr<ModelEntry>>& models() const { return models_; }
   bool ready() const;
