@@ -20,6 +20,9 @@ class EndSignal final : public JobSink {
     for (const auto& o : outputs) ended += o.finish != FinishReason::none ? 1 : 0;
     if (ended) count(ended);
   }
+  void on_prompt_logprobs(std::vector<TokenOutput> prompt) override {
+    if (inner_) inner_->on_prompt_logprobs(std::move(prompt));
+  }
   void on_error(ErrorKind kind, const std::string& message) override {
     if (inner_) inner_->on_error(kind, message);
     count(left_);

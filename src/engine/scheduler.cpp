@@ -41,6 +41,12 @@ std::string Scheduler::invalid_reason(const generate::GenerationRequest& r) cons
              " tokens";
     }
   }
+  for (const auto& [id, bias] : r.params.logit_bias) {
+    if (id < 0 || id >= limits_.vocab) {
+      return "logit_bias token id " + std::to_string(id) + " is outside the tokenizer's " +
+             std::to_string(limits_.vocab) + " tokens";
+    }
+  }
   if (static_cast<long>(r.prompt.size()) + r.params.max_tokens > limits_.context) {
     return "prompt (" + std::to_string(r.prompt.size()) + " tokens) + max_tokens (" +
            std::to_string(r.params.max_tokens) + ") exceeds the model context of " + std::to_string(limits_.context);
@@ -63,6 +69,7 @@ bool Scheduler::add(RequestId id, const generate::GenerationRequest& request, Cl
   r.prompt = request.prompt;
   r.n = request.n;
   r.max_tokens = request.params.max_tokens;
+  r.prompt_logprobs = request.prompt_logprobs;
   r.deadline = deadline;
   r.seqs.resize(static_cast<std::size_t>(r.n));
   waiting_.push_back(std::move(r));
@@ -256,6 +263,8 @@ StepPlan Scheduler::plan(Clock::time_point now) {
     row.request = r.id;
     row.chunk = {r.seqs[0].slot, r.prefilled,
                  std::vector<int>(r.prompt.begin() + r.prefilled, r.prompt.begin() + r.prefilled + n)};
+    // Prompt logprobs: positions 0..T-2 each give the next prompt token's (the last one samples).
+    row.chunk.keep_hidden = r.prompt_logprobs && r.prefilled <= size - 2;
     if (r.prefilled + n == size) {
       for (int i = 0; i < r.n; ++i) {
         if (!r.seqs[static_cast<std::size_t>(i)].done) row.samples.push_back(i);
@@ -303,6 +312,13 @@ void Scheduler::complete(const PlannedRow& row, std::vector<TokenOutput> sampled
     notice(r.id).outputs.push_back(out);
   }
   if (std::all_of(r.seqs.begin(), r.seqs.end(), [](const Sequence& s) { return s.done; })) finish(it);
+}
+
+void Scheduler::prompt_logprobs(RequestId id, std::vector<TokenOutput> prompt) {
+  if (!running(id)) return;
+  auto& n = notice(id);
+  n.has_prompt_logprobs = true;
+  n.prompt_logprobs = std::move(prompt);
 }
 
 std::vector<std::vector<PlannedRow>> Scheduler::halves(std::vector<PlannedRow> rows) const {

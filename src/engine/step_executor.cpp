@@ -24,6 +24,13 @@ struct StepExecutor::Entry {
   Clock::time_point submitted;
   bool first = true;                        // no token yet (time to first token)
   std::vector<Clock::time_point> last;      // each sequence's last token (inter-token time)
+  std::vector<std::pair<int, float>> bias;  // SamplingParams::logit_bias (ids < vocab, checked by the scheduler)
+  // GenerationRequest::prompt_logprobs: the prompt, and what its prefill chunks scored so far
+  // (position p - 1 holds prompt token p's), handed to the scheduler once, with the last chunk.
+  bool prompt_logprobs = false;
+  bool prompt_sent = false;
+  std::vector<int> prompt;
+  std::vector<TokenOutput> prompt_out;
 };
 
 int sampled_vocab(const model::GPT2Model& model, const text::BpeTokenizer& tokenizer) {
@@ -69,6 +76,12 @@ void StepExecutor::add(RequestId id, const generate::GenerationRequest& request,
   e->logprobs = std::clamp(request.logprobs, 0, kMaxTopLogprobs);
   e->submitted = submitted;
   e->last.assign(e->samplers.size(), Clock::time_point{});
+  e->bias = request.params.logit_bias;
+  if (request.prompt_logprobs) {
+    e->prompt_logprobs = true;
+    e->prompt = request.prompt;
+    e->prompt_out.resize(request.prompt.empty() ? 0 : request.prompt.size() - 1);
+  }
   entries_[id] = std::move(e);
 }
 
@@ -92,6 +105,7 @@ void StepExecutor::run(Scheduler& scheduler, std::vector<PlannedRow> rows) {
   try {
     if (hooks_.before_forward) hooks_.before_forward(steps_, chunks);
     logits = runner_->step(chunks);  // [rows, V]
+    score_prompts(scheduler, rows);  // only rows that kept their hidden states (prompt logprobs)
   } catch (const c10::OutOfMemoryError&) {
     if (hooks_.oom_total) hooks_.oom_total->inc();
     model::empty_device_cache(model_->device());  // hand cached blocks back before retrying
@@ -111,10 +125,46 @@ void StepExecutor::run(Scheduler& scheduler, std::vector<PlannedRow> rows) {
   sample(scheduler, rows, logits);
 }
 
+// The prompt logprobs of the prefill chunks that kept their hidden states: chunk positions
+// p <= T-2 give prompt token p+1's log-probability. Stored by position, so a chunk run again
+// (an OOM split, a bisection) only writes the same values again.
+void StepExecutor::score_prompts(Scheduler& scheduler, const std::vector<PlannedRow>& rows) {
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto& chunk = rows[i].chunk;
+    if (!chunk.keep_hidden) continue;
+    const auto it = entries_.find(rows[i].request);
+    if (it == entries_.end() || !it->second->prompt_logprobs || it->second->prompt_sent ||
+        !scheduler.running(rows[i].request)) {
+      continue;
+    }
+    Entry& e = *it->second;
+    const int size = static_cast<int>(e.prompt.size());
+    const int end = std::min(chunk.start + static_cast<int>(chunk.tokens.size()), size - 1);
+    const int m = end - chunk.start;
+    if (m <= 0) continue;
+    const std::span<const int> targets(e.prompt.data() + chunk.start + 1, static_cast<std::size_t>(m));
+    const auto scores = runner_->score(i, 0, targets, vocab_, e.bias, e.logprobs);
+    const float* lp = scores.logprobs.data_ptr<float>();
+    const float* top_lp = e.logprobs > 0 ? scores.top_logprobs.data_ptr<float>() : nullptr;
+    const std::int64_t* top_ids = e.logprobs > 0 ? scores.top_ids.data_ptr<std::int64_t>() : nullptr;
+    for (int j = 0; j < m; ++j) {
+      TokenOutput& out = e.prompt_out[static_cast<std::size_t>(chunk.start + j)];
+      out = TokenOutput{};
+      out.token = targets[static_cast<std::size_t>(j)];
+      out.logprob = lp[j];
+      out.n_top = static_cast<std::uint8_t>(e.logprobs);
+      for (int k = 0; k < e.logprobs; ++k) {
+        const auto at = static_cast<std::size_t>(j) * static_cast<std::size_t>(e.logprobs) + static_cast<std::size_t>(k);
+        out.top[static_cast<std::size_t>(k)] = {static_cast<int>(top_ids[at]), top_lp[at]};
+      }
+    }
+  }
+}
+
 void StepExecutor::sample(Scheduler& scheduler, const std::vector<PlannedRow>& rows, const at::Tensor& step_logits) {
   const at::Tensor logits = step_logits.contiguous();
   const auto stride = logits.size(1);
-  const float* base = logits.data_ptr<float>();
+  float* base = logits.data_ptr<float>();
   const auto vocab = static_cast<std::size_t>(vocab_);
   struct Work {
     std::size_t row;
@@ -129,6 +179,14 @@ void StepExecutor::sample(Scheduler& scheduler, const std::vector<PlannedRow>& r
     const auto it = entries_.find(rows[i].request);
     if (it == entries_.end() || !scheduler.running(rows[i].request)) continue;
     entry[i] = it->second.get();
+    // logit_bias: added to the row (the step's own memory) before anything reads it: the
+    // logprobs, the top alternatives, the penalties and the draw all see it.
+    if (!entry[i]->bias.empty() && !rows[i].samples.empty()) {
+      float* row = base + static_cast<std::int64_t>(i) * stride;
+      for (const auto& [id, value] : entry[i]->bias) {
+        if (id >= 0 && id < vocab_) row[id] += value;
+      }
+    }
     for (const int s : rows[i].samples) work.push_back({i, s, &entry[i]->samplers[static_cast<std::size_t>(s)], -1, {}});
   }
   // Each sampler is its own sequence's state: drawing in parallel gives the tokens a serial
@@ -194,6 +252,12 @@ void StepExecutor::sample(Scheduler& scheduler, const std::vector<PlannedRow>& r
       log::warn("sampling failed: " + error);
       scheduler.fail(rows[i].request, ErrorKind::internal, "sampling failed: " + error);
       continue;
+    }
+    if (e.prompt_logprobs && !e.prompt_sent &&
+        rows[i].chunk.start + static_cast<int>(rows[i].chunk.tokens.size()) == static_cast<int>(e.prompt.size())) {
+      e.prompt_sent = true;  // once: a row run again later finds it sent
+      scheduler.prompt_logprobs(rows[i].request, std::move(e.prompt_out));
+      e.prompt_out = {};
     }
     scheduler.complete(rows[i], std::move(outputs));
   }

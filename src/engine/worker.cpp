@@ -217,9 +217,10 @@ class Worker::Loop {
           executor->remove(n.request);
         }
         if (!job->sink) continue;
-        if (!n.outputs.empty()) {
+        if (n.has_prompt_logprobs || !n.outputs.empty()) {
           try {
-            job->sink->on_outputs(n.outputs);
+            if (n.has_prompt_logprobs) job->sink->on_prompt_logprobs(std::move(n.prompt_logprobs));
+            if (!n.outputs.empty()) job->sink->on_outputs(n.outputs);
           } catch (const std::exception& e) {
             log::error("model " + w_.options_.model_name + ": a job's sink threw: " + e.what());
             if (!n.ended) scheduler->fail(n.request, ErrorKind::internal, "the model failed on this request");

@@ -8,6 +8,7 @@
 #include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -70,12 +71,92 @@ at::Tensor ForwardStep::run(std::span<const SequenceChunk> chunks, KVCache& cach
   std::optional<c10::StreamGuard> on_stream;
   if (stream_) on_stream.emplace(*stream_);
   try {
+    hidden_ = at::Tensor();
+    kept_rows_.clear();
+    kept_tokens_.clear();
     buffers_.load(chunks, all_logits);
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+      if (!chunks[i].keep_hidden) continue;
+      kept_rows_.resize(chunks.size(), -1);
+      kept_tokens_.resize(chunks.size(), 0);
+      kept_rows_[i] = buffers_.chunk_row(i);
+      kept_tokens_[i] = static_cast<std::int64_t>(chunks[i].tokens.size());
+    }
     return to_host(forward(cache));
   } catch (...) {
     synchronize();  // the host buffers are refilled by the next step: let this one's copies end
     throw;
   }
+}
+
+PositionScores ForwardStep::score(std::size_t chunk, std::int64_t first, std::span<const int> targets, int vocab,
+                                  std::span<const std::pair<int, float>> bias, int top) {
+  const auto m = static_cast<std::int64_t>(targets.size());
+  if (!hidden_.defined() || chunk >= kept_rows_.size() || kept_rows_[chunk] < 0) {
+    throw std::invalid_argument("score: the last step kept no hidden states for chunk " + std::to_string(chunk));
+  }
+  if (first < 0 || first + m > kept_tokens_[chunk]) {
+    throw std::invalid_argument("score: positions " + std::to_string(first) + ".." + std::to_string(first + m) +
+                                " are outside the chunk's " + std::to_string(kept_tokens_[chunk]) + " tokens");
+  }
+  const int rows = model_.config().vocab_size;
+  if (vocab < 1 || vocab > rows) {
+    throw std::invalid_argument("score: vocab " + std::to_string(vocab) + " is outside 1.." + std::to_string(rows));
+  }
+  if (top < 0 || top > vocab) throw std::invalid_argument("score: top " + std::to_string(top) + " is out of range");
+  const auto in_vocab = [vocab](int id) { return id >= 0 && id < vocab; };
+  for (const int id : targets) {
+    if (!in_vocab(id)) throw std::invalid_argument("score: token id " + std::to_string(id) + " is outside the vocabulary");
+  }
+  for (const auto& b : bias) {
+    if (!in_vocab(b.first)) throw std::invalid_argument("score: bias id " + std::to_string(b.first) + " is outside the vocabulary");
+  }
+  c10::InferenceMode inference;
+  std::optional<c10::StreamGuard> on_stream;
+  if (stream_) on_stream.emplace(*stream_);
+  const auto device = model_.device();
+  const auto longs = at::TensorOptions().dtype(at::kLong);
+  PositionScores out;
+  out.logprobs = at::empty({m}, at::TensorOptions().dtype(at::kFloat));
+  if (top > 0) {
+    out.top_logprobs = at::empty({m, top}, at::TensorOptions().dtype(at::kFloat));
+    out.top_ids = at::empty({m, top}, longs);
+  }
+  if (m == 0) return out;
+  auto ids = at::empty({m}, longs);
+  for (std::int64_t i = 0; i < m; ++i) ids.data_ptr<std::int64_t>()[i] = targets[static_cast<std::size_t>(i)];
+  ids = ids.to(device);
+  at::Tensor bias_ids, bias_values;
+  if (!bias.empty()) {
+    const auto k = static_cast<std::int64_t>(bias.size());
+    bias_ids = at::empty({k}, longs);
+    bias_values = at::empty({k}, at::TensorOptions().dtype(at::kFloat));
+    for (std::int64_t i = 0; i < k; ++i) {
+      bias_ids.data_ptr<std::int64_t>()[i] = bias[static_cast<std::size_t>(i)].first;
+      bias_values.data_ptr<float>()[i] = bias[static_cast<std::size_t>(i)].second;
+    }
+    bias_ids = bias_ids.to(device);
+    bias_values = bias_values.to(device);
+  }
+  try {
+    for (std::int64_t s = 0; s < m; s += kScoreRows) {
+      const std::int64_t n = std::min(kScoreRows, m - s);
+      // [n, vocab] float32: a fresh tensor (the LM head's output, or its float copy)
+      at::Tensor logits = lm_head(hidden_.narrow(0, kept_rows_[chunk] + first + s, n)).to(at::kFloat).narrow(1, 0, vocab);
+      if (bias_ids.defined()) logits.index_add_(1, bias_ids, bias_values.unsqueeze(0).expand({n, bias_ids.size(0)}));
+      const auto lse = at::logsumexp(logits, {1}, /*keepdim=*/true);  // [n, 1]
+      out.logprobs.narrow(0, s, n).copy_((logits.gather(1, ids.narrow(0, s, n).unsqueeze(1)) - lse).squeeze(1));
+      if (top > 0) {
+        const auto best = at::topk(logits, top);
+        out.top_logprobs.narrow(0, s, n).copy_(std::get<0>(best) - lse);
+        out.top_ids.narrow(0, s, n).copy_(std::get<1>(best));
+      }
+    }
+  } catch (...) {
+    synchronize();
+    throw;
+  }
+  return out;
 }
 
 void ForwardStep::copy_prefix(KVCache& cache, int from, int to, int tokens) {
@@ -99,6 +180,7 @@ at::Tensor ForwardStep::forward(KVCache& cache) {
   at::Tensor x = w.wte.index_select(0, buffers_.ids()) + w.wpe.index_select(0, buffers_.positions());
   for (int l = 0; l < cfg.n_layer; ++l) x = block(x, cache, l);
   x = at::layer_norm(x, {cfg.n_embd}, w.ln_f_weight, w.ln_f_bias, cfg.layer_norm_epsilon);  // [N, C]
+  if (!kept_rows_.empty()) hidden_ = x;  // for score(): only when a chunk asked
   x = x.index_select(0, buffers_.wanted());                                                 // [R, C]
   return lm_head(x);                                                                         // [R, V]
 }

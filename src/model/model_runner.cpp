@@ -32,6 +32,11 @@ ModelRunner::~ModelRunner() = default;
 
 at::Tensor ModelRunner::step(std::span<const SequenceChunk> chunks) { return step_->run(chunks, cache_); }
 
+PositionScores ModelRunner::score(std::size_t chunk, std::int64_t first, std::span<const int> targets, int vocab,
+                                  std::span<const std::pair<int, float>> bias, int top) {
+  return step_->score(chunk, first, targets, vocab, bias, top);
+}
+
 void ModelRunner::copy_prefix(int from, int to, int tokens) {
   if (from < 0 || from >= cache_.slots() || to < 0 || to >= cache_.slots()) {
     throw std::invalid_argument("copy_prefix: KV-cache slot " + std::to_string(from < 0 || from >= cache_.slots() ? from : to) +

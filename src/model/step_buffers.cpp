@@ -16,6 +16,7 @@ StepBuffers::StepBuffers(c10::Device device, int max_step_tokens, int slots, int
   device_ = device.is_cpu() ? host_ : host_.to(device);
   arange_ = at::arange(max_tokens_, at::TensorOptions().dtype(at::kLong).device(device));
   prefills_.reserve(static_cast<std::size_t>(capacity_));
+  chunk_rows_.reserve(static_cast<std::size_t>(capacity_));
 }
 
 std::int64_t* StepBuffers::host(Section s) const {
@@ -70,10 +71,12 @@ void StepBuffers::load(std::span<const SequenceChunk> chunks, bool all_logits) {
   std::int64_t* len = host(kLengths);
   std::int64_t* want = host(kWanted);
   prefills_.clear();
+  chunk_rows_.clear();
   std::int64_t next_decode = 0, next_prefill = decode, wanted = 0;
   for (const auto& c : chunks) {
     const auto t = static_cast<std::int64_t>(c.tokens.size());
     const std::int64_t row = t == 1 ? next_decode++ : next_prefill;
+    chunk_rows_.push_back(row);
     if (t == 1) {
       len[row] = c.start + 1;
     } else {

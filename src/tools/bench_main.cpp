@@ -4,6 +4,7 @@
 //   writeup-bench load --model DIR [--runs N]
 //   writeup-bench decode --model DIR [--tokens N] [--runs N] [--threads N] [--device D] [--dtype T]
 //   writeup-bench engine --model DIR [--concurrency 1,4,8,16] [--tokens N] [--runs N] [--device D] [--dtype T]
+//                        [--prompt-tokens N] [--prompt-logprobs K]   (K >= 0: echo logprobs, K alternatives)
 //   writeup-bench step --model DIR [--n 8] [--tokens N] [--threads N]   (decode-step breakdown)
 //   writeup-bench sample [--tokens N] [--runs N] [--setting S] [--shape flat|peaked]   (us per sampled token)
 //   writeup-bench wire --url ws://HOST:PORT [--sessions N] [--requests N] [--batch-size 7] [--length 40]
@@ -235,6 +236,7 @@ int bench_engine(const writeup::tools::CliArgs& args) {
   }
   const int tokens = args.get_int("tokens", 64), runs = args.get_int("runs", 3);
   const int n = args.get_int("n", 1);  // sequences per request
+  const int prompt_logprobs = args.get_int("prompt-logprobs", -1);  // -1: off
   engine::WorkerOptions o;
   o.model_name = "bench";
   o.path = dir;
@@ -267,6 +269,10 @@ int bench_engine(const writeup::tools::CliArgs& args) {
         job->request.prompt = prompt;
         job->request.n = n;
         job->request.params.max_tokens = tokens;
+        if (prompt_logprobs >= 0) {
+          job->request.prompt_logprobs = true;
+          job->request.logprobs = prompt_logprobs;
+        }
         job->request.params.seed = static_cast<std::uint64_t>(client * 1000 + r);
         const auto start = Clock::now();
         job->sink = std::make_shared<BenchSink>(n, [&, start](bool first, int ended, long got) {
@@ -292,9 +298,9 @@ int bench_engine(const writeup::tools::CliArgs& args) {
     }
     std::printf("%-12d %14.2f %12.1f %12.1f\n", c, median(rates), percentile(ttft, 0.5), percentile(ttft, 0.99));
     std::printf("{\"bench\":\"engine\",\"model\":\"%s\",\"concurrency\":%d,\"sequences_per_request\":%d,"
-                "\"prompt_tokens\":%zu,\"tokens_per_request\":%d,\"tokens_per_s\":%.2f,\"ttft_p50_ms\":%.1f,"
+                "\"prompt_tokens\":%zu,\"prompt_logprobs\":%d,\"tokens_per_request\":%d,\"tokens_per_s\":%.2f,\"ttft_p50_ms\":%.1f,"
                 "\"ttft_p99_ms\":%.1f}\n",
-                dir.c_str(), c, n, prompt.size(), tokens, median(rates), percentile(ttft, 0.5), percentile(ttft, 0.99));
+                dir.c_str(), c, n, prompt.size(), prompt_logprobs, tokens, median(rates), percentile(ttft, 0.5), percentile(ttft, 0.99));
     std::fflush(stdout);
   }
   return 0;
@@ -391,7 +397,7 @@ int main(int argc, char** argv) {
   try {
     if (mode == "sample") return writeup::tools::bench_sample(argc - 1, argv + 1);
     writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions", "prompt-tokens",
-                                                           "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel", "long-word-kb"},
+                                                           "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel", "long-word-kb", "prompt-logprobs"},
                                  {});
     // --kernel avx2|generic: the packed kernels an older CPU would run (for before/after ratios)
     const std::string kernel = args.get("kernel", "auto");

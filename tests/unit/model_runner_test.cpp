@@ -231,3 +231,56 @@ TEST(ModelRunner, AStepRefusesACacheOfAnotherShape) {
   auto right = tiny()->make_cache(2);
   EXPECT_EQ(step.run(chunk = {{1, 0, {1}}}, right).size(0), 1);
 }
+
+// score(): a chunk that kept its hidden states gives the log-softmax of a full forward pass at
+// every position, over more rows than one slice of ForwardStep::kScoreRows, with the bias added
+// before the log-softmax; the step's own logits are bitwise those of a step that kept nothing.
+TEST(ModelRunner, ScoreGivesEveryKeptPositionsLogprobsInSlices) {
+  const auto model = small_shape();
+  const int T = 90, V = static_cast<int>(model->config().vocab_size);
+  static_assert(ForwardStep::kScoreRows < 89);
+  std::vector<int> ids;
+  for (int i = 0; i < T; ++i) ids.push_back((i * 7919 + 13) % V);
+  auto cache = model->make_cache(1);
+  std::vector<SequenceChunk> whole{{0, 0, ids}};
+  const auto full = model->forward(whole, cache, /*all_logits=*/true);  // [T, V]
+  const std::vector<std::pair<int, float>> bias{{5, 3.0f}, {ids[10], -2.5f}};
+  auto biased = full.clone();
+  for (const auto& [id, value] : bias) biased.select(1, id).add_(value);
+  const auto want = at::log_softmax(biased, 1);
+  const std::vector<int> targets(ids.begin() + 1, ids.end());
+  for (bool generic : {false, true}) {
+    ModelRunner runner(model, options(2, generic));
+    ModelRunner plain(model, options(2, generic));
+    // A decode row of another slot first: the kept chunk is not the step's first row.
+    std::vector<SequenceChunk> warm{{1, 0, {42}}};
+    runner.step(warm);
+    plain.step(warm);
+    std::vector<SequenceChunk> chunks{{1, 1, {43}}, {0, 0, ids, /*keep_hidden=*/true}};
+    const auto logits = runner.step(chunks).clone();
+    chunks[1].keep_hidden = false;
+    EXPECT_TRUE(at::equal(logits, plain.step(chunks))) << "generic " << generic;
+    chunks[1].keep_hidden = true;
+    runner.step(chunks);
+    const auto got = runner.score(1, 0, targets, V, bias, 3);
+    ASSERT_EQ(got.logprobs.size(0), T - 1);
+    for (int p = 0; p + 1 < T; ++p) {
+      EXPECT_NEAR(got.logprobs[p].item<float>(), want[p][ids[static_cast<std::size_t>(p + 1)]].item<float>(), 1e-4)
+          << "generic " << generic << " position " << p;
+      EXPECT_NEAR(got.top_logprobs[p][0].item<float>(), want[p].max().item<float>(), 1e-4);
+    }
+    // Part of a chunk, from an offset.
+    const auto part = runner.score(1, 70, std::span<const int>(targets).subspan(70, 5), V, {}, 0);
+    EXPECT_FALSE(part.top_ids.defined());
+    const auto unbiased = at::log_softmax(full, 1);
+    for (int j = 0; j < 5; ++j) {
+      EXPECT_NEAR(part.logprobs[j].item<float>(), unbiased[70 + j][targets[70 + static_cast<std::size_t>(j)]].item<float>(), 1e-4);
+    }
+    // Nothing kept for the decode chunk, nor after a step that kept nothing.
+    EXPECT_THROW(runner.score(0, 0, std::span<const int>(targets).first(1), V, {}, 0), std::invalid_argument);
+    EXPECT_THROW(runner.score(1, 85, std::span<const int>(targets).first(10), V, {}, 0), std::invalid_argument);
+    chunks[1].keep_hidden = false;
+    runner.step(chunks);
+    EXPECT_THROW(runner.score(1, 0, std::span<const int>(targets).first(1), V, {}, 0), std::invalid_argument);
+  }
+}

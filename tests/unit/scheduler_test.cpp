@@ -186,3 +186,64 @@ TEST(Scheduler, TheKvBudgetCapsTheSlots) {
     EXPECT_NE(std::string(e.what()).find("kv_cache_mb"), std::string::npos);
   }
 }
+
+TEST(Scheduler, ALogitBiasIdOutsideTheVocabularyIsRefused) {
+  Scheduler s(options(2), kLimits);
+  auto r = req(3);
+  r.params.logit_bias = {{4, 1.0f}, {100, -2.0f}};
+  EXPECT_TRUE(s.add(1, r));
+  auto n = s.take_notices();
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_EQ(n[0].error, ErrorKind::invalid);
+  EXPECT_EQ(n[0].message, "logit_bias token id 100 is outside the tokenizer's 100 tokens");
+  r.params.logit_bias = {{99, -2.0f}};
+  EXPECT_TRUE(s.add(2, r));
+  EXPECT_TRUE(s.take_notices().empty());
+  EXPECT_TRUE(s.known(2));
+}
+
+// Only a prompt_logprobs request's chunks keep their hidden states, and only those holding a
+// position 0..T-2 (the last position only samples); the prompt logprobs handed over come in
+// the request's notice, once, and not for a request that ended.
+TEST(Scheduler, PromptLogprobsChunksKeepTheirHiddenStates) {
+  for (const int size : {9, 10}) {  // chunks of 4: the last holds 1 or 2 positions
+    Scheduler s(options(4, 4), kLimits);
+    auto r = req(size, 2);
+    r.prompt_logprobs = true;
+    ASSERT_TRUE(s.add(1, r));
+    ASSERT_TRUE(s.add(2, req(size)));
+    std::vector<std::pair<int, bool>> kept;  // request 1: (start, keep_hidden)
+    for (int step = 0; step < 8; ++step) {
+      const auto plan = s.plan(t0);
+      for (const auto& row : plan.rows) {
+        if (row.request == 2) {
+          EXPECT_FALSE(row.chunk.keep_hidden);
+        }
+        if (row.request == 1 && row.chunk.start < size) kept.emplace_back(row.chunk.start, row.chunk.keep_hidden);
+        if (row.request == 1 && row.chunk.start >= size) {
+          EXPECT_FALSE(row.chunk.keep_hidden);  // decode rows
+        }
+      }
+      complete(s, plan);
+      s.take_notices();
+    }
+    const std::vector<std::pair<int, bool>> want{{0, true}, {4, true}, {8, size == 10}};
+    EXPECT_EQ(kept, want) << size;
+  }
+  Scheduler s(options(4, 4), kLimits);
+  auto r = req(3);
+  r.prompt_logprobs = true;
+  ASSERT_TRUE(s.add(1, r));
+  const auto plan = s.plan(t0);
+  s.prompt_logprobs(1, std::vector<TokenOutput>(2));
+  complete(s, plan);
+  auto n = s.take_notices();
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_TRUE(n[0].has_prompt_logprobs);
+  EXPECT_EQ(n[0].prompt_logprobs.size(), 2u);
+  EXPECT_EQ(n[0].outputs.size(), 1u);
+  s.cancel(1);
+  s.take_notices();
+  s.prompt_logprobs(1, std::vector<TokenOutput>(2));  // not running: ignored
+  EXPECT_TRUE(s.take_notices().empty());
+}

@@ -73,6 +73,10 @@ struct Notice {
   ErrorKind error = ErrorKind::internal;
   std::string message;
   bool ended = false;  // nothing more comes for this request
+  // The prompt's log-probabilities (GenerationRequest::prompt_logprobs), delivered before
+  // `outputs`: set once, by the step that prefilled the prompt's last chunk.
+  bool has_prompt_logprobs = false;
+  std::vector<TokenOutput> prompt_logprobs;
 };
 
 // Queues, slots, the prefill chunk policy, cancellation, stops, timeouts, EOS/length and the
@@ -88,8 +92,8 @@ class Scheduler {
   Scheduler(SchedulerOptions options, ModelLimits limits);
 
   // A new request. False when max_queue requests already wait (nothing is kept). A request
-  // that can never run (n vs slots, empty prompt, ids outside the vocabulary, too long) is
-  // taken and fails with ErrorKind::invalid in the next notices.
+  // that can never run (n vs slots, empty prompt, prompt or logit_bias ids outside the
+  // vocabulary, too long) is taken and fails with ErrorKind::invalid in the next notices.
   bool add(RequestId id, const generate::GenerationRequest& request,
            Clock::time_point deadline = Clock::time_point::max());
   // The request's unfinished sequences end as cancelled; a waiting one leaves the queue now.
@@ -110,6 +114,9 @@ class Scheduler {
   // whatever else the caller filled in: logprob, alternatives). Sets each output's finish
   // (eos, length). Rows of requests that ended meanwhile are ignored.
   void complete(const PlannedRow& row, std::vector<TokenOutput> sampled);
+  // The prompt's log-probabilities of a running request (prompt tokens 1..T-1), for its next
+  // notice, before its first outputs. Ignored when the request is not running.
+  void prompt_logprobs(RequestId id, std::vector<TokenOutput> prompt);
   // The rows ran out of memory: returns them cut in two halves to run one after the other
   // (rows of requests that ended are dropped); a single row fails its request with
   // out_of_memory and nothing is returned.
@@ -152,6 +159,7 @@ class Scheduler {
     int prefilled = 0;
     bool decoding = false;  // the prompt is cached and the first tokens are sampled
     bool copied = false;    // the prompt was copied to sequences 1..n-1
+    bool prompt_logprobs = false;  // its prefill chunks keep their hidden states (scored)
   };
 
   std::string invalid_reason(const generate::GenerationRequest& request) const;

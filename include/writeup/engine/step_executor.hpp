@@ -76,6 +76,7 @@ class StepExecutor {
  private:
   struct Entry;
   void run(Scheduler& scheduler, std::vector<PlannedRow> rows);
+  void score_prompts(Scheduler& scheduler, const std::vector<PlannedRow>& rows);
   void sample(Scheduler& scheduler, const std::vector<PlannedRow>& rows, const at::Tensor& logits);
 
   std::shared_ptr<const model::GPT2Model> model_;

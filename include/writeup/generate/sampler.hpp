@@ -24,6 +24,8 @@ std::uint64_t sequence_seed(std::uint64_t seed, int index);
 // against a rounding bound; only a decision within that bound sorts. The result is always the
 // one a full sort with sequential sums in candidate order gives. The full-vocabulary buffers
 // are per thread (sampler.cpp), so a Sampler stays small however many sequences run.
+// SamplingParams::logit_bias is not applied here: the caller adds it to the logits it passes
+// (engine::StepExecutor does, so that the reported log-probabilities include it).
 class Sampler {
  public:
   Sampler(const SamplingParams& params, int index, std::span<const int> prompt);

@@ -2,8 +2,11 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Stream.h>
 
+#include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
+#include <vector>
 
 #include "writeup/model/kv_cache.hpp"
 #include "writeup/model/sequence_chunk.hpp"
@@ -12,6 +15,15 @@
 namespace writeup::model {
 
 class GPT2Model;
+
+// Log-probabilities of given tokens at positions a step kept (SequenceChunk::keep_hidden), on
+// the CPU: row i is the position's log-softmax over the first `vocab` logits (after the bias),
+// at token targets[i], and its `top` most likely tokens (most likely first).
+struct PositionScores {
+  at::Tensor logprobs;      // [m] float32
+  at::Tensor top_logprobs;  // [m, top] float32 (undefined when top = 0)
+  at::Tensor top_ids;       // [m, top] int64 (undefined when top = 0)
+};
 
 struct StepOptions {
   int max_step_tokens = 1;  // tokens one step may carry
@@ -44,6 +56,16 @@ class ForwardStep {
   // Throws std::invalid_argument (before touching the cache) when a chunk is out of range.
   at::Tensor run(std::span<const SequenceChunk> chunks, KVCache& cache, bool all_logits = false);
 
+  // After a run() whose chunk `chunk` had keep_hidden: the log-probabilities of `targets` at
+  // that chunk's positions first, first + 1, ... (one per target), with `bias` ((id, value),
+  // ids < vocab) added to the logits first and the `top` most likely tokens of each position.
+  // Runs the LM head over at most kScoreRows positions at a time: never [T, V] logits at
+  // once. Throws std::invalid_argument when the last run kept nothing for that chunk or a
+  // position, id or count is out of range; c10::OutOfMemoryError as run() does.
+  static constexpr std::int64_t kScoreRows = 64;
+  PositionScores score(std::size_t chunk, std::int64_t first, std::span<const int> targets, int vocab,
+                       std::span<const std::pair<int, float>> bias, int top);
+
   // KVCache::copy_prefix on this step's stream (ordered with the steps, no host sync).
   void copy_prefix(KVCache& cache, int from, int to, int tokens);
 
@@ -68,6 +90,10 @@ class ForwardStep {
   StepBuffers buffers_;
   std::optional<c10::Stream> stream_;  // CUDA: this step's stream
   at::Tensor host_logits_;             // CUDA: [max_step_tokens, V] float32, pinned
+  // Only after a run with a keep_hidden chunk: the final hidden states [N, C] of that step,
+  // and per chunk its first row (-1: not kept) and its token count.
+  at::Tensor hidden_;
+  std::vector<std::int64_t> kept_rows_, kept_tokens_;
 };
 
 }  // namespace writeup::model

@@ -35,6 +35,12 @@ class ModelRunner {
   // device has no room (the writes are idempotent: running the chunks again, or in parts, gives
   // the same results).
   at::Tensor step(std::span<const SequenceChunk> chunks);
+  // After a step whose chunk `chunk` (its index in that step) had keep_hidden: the
+  // log-probabilities of `targets` at its positions first, first + 1, ... over the first
+  // `vocab` logits, `bias` added, and the `top` most likely tokens (ForwardStep::score: the LM
+  // head in slices of ForwardStep::kScoreRows positions).
+  PositionScores score(std::size_t chunk, std::int64_t first, std::span<const int> targets, int vocab,
+                       std::span<const std::pair<int, float>> bias, int top);
   // Copies the first `tokens` positions of slot `from` into slot `to` (a prompt shared by n
   // sequences).
   void copy_prefix(int from, int to, int tokens);

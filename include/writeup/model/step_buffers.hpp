@@ -39,6 +39,8 @@ class StepBuffers {
   std::int64_t decode_rows() const { return decode_; }   // rows [0, decode_rows())
   std::int64_t wanted_rows() const { return wanted_; }   // logits rows returned
   const std::vector<Prefill>& prefills() const { return prefills_; }
+  // The step row of chunk `i`'s first token (chunks in the order given to load()).
+  std::int64_t chunk_row(std::size_t i) const { return chunk_rows_[i]; }
 
   // Device views, [tokens()] unless said otherwise (all int64).
   at::Tensor ids() const;
@@ -65,6 +67,7 @@ class StepBuffers {
   at::Tensor arange_;  // [max_tokens] int64 on the device
   std::int64_t tokens_ = 0, decode_ = 0, wanted_ = 0;
   std::vector<Prefill> prefills_;  // reserved once
+  std::vector<std::int64_t> chunk_rows_;  // reserved once
 };
 
 }  // namespace writeup::model
