@@ -4,6 +4,7 @@
 
 #include "writeup/api/api_error.hpp"
 #include "writeup/api/openai_completions.hpp"
+#include "writeup/server/config.hpp"
 
 using namespace writeup::api;
 
@@ -124,4 +125,16 @@ TEST(OpenAIChat, LegacyLogprobsBecomeChatLogprobs) {
   EXPECT_EQ(lp["content"][0]["logprob"], -0.5);
   EXPECT_EQ(lp["content"][0]["bytes"], nlohmann::json::array({97}));
   EXPECT_EQ(lp["content"][1]["top_logprobs"][0]["token"], "b");
+}
+
+TEST(OpenAIChat, ABadTemplateStopsTheServerAtStartNamingTheKey) {
+  nlohmann::json cfg = {{"models", {{{"name", "m"}, {"path", "/x"}, {"chat_template", "{content} without a role"}}}}};
+  try {
+    writeup::server::ServerConfig::from_json(cfg);
+    FAIL() << "accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("models[0].chat_template"), std::string::npos) << e.what();
+  }
+  cfg["models"][0]["chat_template"] = "[{role}] {content}\n";
+  EXPECT_NO_THROW(writeup::server::ServerConfig::from_json(cfg));
 }

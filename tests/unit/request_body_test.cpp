@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "writeup/api/api_error.hpp"
+#include "writeup/api/fields.hpp"
 
 using namespace writeup::api;
 
@@ -94,4 +95,17 @@ TEST(RequestBody, MultipartErrorsNameTheProblem) {
   check("multipart/form-data; boundary=B", multipart("B", {{"Content-Disposition: form-data; name=\"a\"", "\xff"}}),
         "UTF-8");
   check("multipart/form-data; boundary=B", "--B\r\nbroken header\r\n\r\nv\r\n--B--", "header");
+}
+
+TEST(RequestBody, FormBooleansAndNumbersAreRead) {
+  const auto b = parse_request_body("application/x-www-form-urlencoded", "stream=True&echo=0&n=2&temperature=0.5&seed=7");
+  const Fields f(b.fields);
+  EXPECT_EQ(f.boolean("stream"), true);
+  EXPECT_EQ(f.boolean("echo"), false);
+  EXPECT_EQ(f.integer("n", 1, 10), 2);
+  EXPECT_EQ(f.number("temperature", 0, 2), 0.5);
+  EXPECT_EQ(f.seed("seed"), 7u);
+  const nlohmann::json maybe = {{"stream", "maybe"}};
+  const Fields bad(maybe);
+  EXPECT_THROW(bad.boolean("stream"), ApiError);
 }
