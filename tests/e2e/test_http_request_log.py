@@ -103,3 +103,35 @@ def test_json_lines_and_debug_probes():
         assert probe["route"] == "/health" and probe["model"] is None and probe["status"] == 200
     finally:
         s.stop()
+
+
+def test_a_stdout_nobody_reads_never_blocks_requests():
+    """Request lines go through a queue that drops the oldest when stdout is full: with the
+    server's stdout pipe never read after start-up (64 KiB fill up after a few hundred lines),
+    every request is still answered."""
+    import subprocess
+    from conftest import SERVER_BIN, DATA
+    proc = subprocess.Popen([SERVER_BIN, "--host", "127.0.0.1", "--port", "0", "--log-level", "info",
+                             "--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = None
+        for _ in range(50):
+            line = proc.stdout.readline()
+            if "listening on" in line:
+                url = line.strip().split()[-1]
+                break
+        assert url, "no listening line"
+        deadline = time.monotonic() + 60
+        while requests.get(url + "/ready", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # From here on nobody reads the pipe.
+        with requests.Session() as http:
+            for i in range(1500):
+                r = http.post(url + "/v1/tokenize", json={"prompt": "x" * 200}, timeout=10,
+                              headers={"X-Request-Id": f"fill-{i:04d}-" + "p" * 100})
+                assert r.status_code == 200, i
+    finally:
+        proc.kill()
+        proc.wait()
