@@ -44,6 +44,7 @@ void HttpSession::upgrade(Request req) {
   } catch (const std::exception& e) {
     return refuse(api::ApiError(500, "internal_error", std::string("upgrade failed: ") + e.what()));
   }
+  if (record_) req.set("X-Request-Id", record_->id);  // the (sane) id the 101 carries
   record_.reset();  // each WebSocket request gets its own log line
   stream_.expires_never();
   // The connection is counted once: the WebSocket session takes over this session's count (the

@@ -107,8 +107,10 @@ void WebSocketSession::run(Request upgrade) {
   ws_.set_option(timeout);
   // Beast answers a malformed handshake itself (400, or 426 for a version it does not speak):
   // in the server's JSON error shape, and counted.
-  ws_.set_option(websocket::stream_base::decorator([this](websocket::response_type& res) {
+  // X-Request-Id: the id the HTTP session gave the upgrade request (http_upgrade.cpp).
+  ws_.set_option(websocket::stream_base::decorator([this, id = std::string(upgrade["X-Request-Id"])](websocket::response_type& res) {
     res.set(http::field::server, "writeup");
+    if (!id.empty()) res.set("X-Request-Id", id);
     if (res.result() == http::status::switching_protocols) return;
     handshake_status_ = res.result_int();
     const api::ApiError e(handshake_status_, handshake_status_ == 426 ? "upgrade_required" : "bad_websocket_handshake",

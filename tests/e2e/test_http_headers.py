@@ -78,6 +78,17 @@ def test_the_clients_sane_request_id_is_kept(server):
         assert ID.match(r.headers["X-Request-Id"]), bad
 
 
+def test_the_websocket_handshake_carries_the_request_id(server):
+    upgrade = (b"GET /ws/async/writeup/text_generation/session/rid/ HTTP/1.1\r\nHost: x\r\n"
+               b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+    answer = raw(server, upgrade + b"X-Request-Id: ws-handshake-1\r\n\r\n", timeout=3)
+    assert answer.startswith("HTTP/1.1 101"), answer
+    assert "X-Request-Id: ws-handshake-1\r\n" in answer
+    answer = raw(server, upgrade + b"X-Request-Id: bad id\r\n\r\n", timeout=3)
+    assert re.search(r"X-Request-Id: [0-9a-f]{32}\r\n", answer), answer
+
+
 def test_browser_preflight_from_an_allowed_origin(cors_server):
     r = requests.options(cors_server.url + "/v1/completions", headers={
         "Origin": APP, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": SDK_HEADERS})
