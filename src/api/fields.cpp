@@ -1,5 +1,6 @@
 #include "writeup/api/fields.hpp"
 
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 
@@ -80,8 +81,13 @@ std::optional<bool> Fields::boolean(const std::string& name) const {
   if (!has(name)) return std::nullopt;
   const auto& v = object_[name];
   if (v.is_boolean()) return v.get<bool>();
-  if (v == "true") return true;
-  if (v == "false") return false;
+  // Form values are strings: what HTML forms and clients send for a boolean.
+  if (v.is_string()) {
+    std::string s = v.get<std::string>();
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (s == "true" || s == "1" || s == "on" || s == "yes") return true;
+    if (s == "false" || s == "0" || s == "off" || s == "no") return false;
+  }
   throw ApiError::bad_request(name + " must be true or false", name);
 }
 

@@ -1,5 +1,7 @@
 #include "writeup/server/config.hpp"
 
+#include "writeup/api/openai_chat.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -129,6 +131,11 @@ void check_model(const ModelConfig& m, const std::string& at) {
   check_int(at + ".workers", m.workers, 1, 16);
   check_int(at + ".max_batch", m.max_batch, 1, 64);
   check_int(at + ".kv_cache_mb", m.kv_cache_mb, 0, 1 << 20);
+  try {
+    api::ChatTemplate check(m.chat_template);
+  } catch (const std::invalid_argument& e) {
+    fail(at + ".chat_template", e.what());
+  }
 }
 
 // Ranges and formats of every field (everything but the cross-field checks of validate()).

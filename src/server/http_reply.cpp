@@ -41,7 +41,7 @@ ReplySink HttpSession::sink(const ReplyTo& reply) {
       });
     });
   };
-  return sink;
+  return reply.adapt ? reply.adapt(std::move(sink)) : sink;
 }
 
 void HttpSession::reply_later(const ReplyTo& to, int status, std::string body) {
@@ -88,6 +88,7 @@ void HttpSession::start_stream(const ReplyTo& to) {
   res.set(http::field::server, "writeup");
   res.set(http::field::content_type, "text/event-stream; charset=utf-8");
   res.set(http::field::cache_control, "no-cache");
+  stamp(res);  // X-Request-Id and CORS (the http helper's hook)
   // HTTP/1.0 has no chunked encoding: the events go out as they are, and closing the
   // connection ends the stream.
   stream_chunked_ = to.version >= 11;
@@ -104,6 +105,7 @@ void HttpSession::start_stream(const ReplyTo& to) {
 
 void HttpSession::stream_chunk(std::string data, bool last) {
   if (stream_done_) return;
+  if (record_) record_->mark_output();
   std::string event = "data: " + data + "\n\n";
   if (stream_chunked_) {
     std::ostringstream os;
@@ -115,6 +117,7 @@ void HttpSession::stream_chunk(std::string data, bool last) {
     if (stream_chunked_) stream_queue_.push_back("0\r\n\r\n");
     stream_done_ = true;
     job_.reset();
+    log_answer(200);
   }
   do_stream_write();
 }

@@ -9,7 +9,11 @@
 #include <algorithm>
 
 #include "writeup/api/fields.hpp"
+#include "writeup/api/request_body.hpp"
 #include "writeup/api/wire_json.hpp"
+#include "writeup/server/chat_reply.hpp"
+#include "writeup/server/chat_route.hpp"
+#include "writeup/server/cors.hpp"
 #include "writeup/server/pending_heads.hpp"
 #include "writeup/server/reply_events.hpp"
 #include "writeup/server/server_context.hpp"
@@ -26,12 +30,6 @@ constexpr std::size_t kFirstRead = 4096;
 
 std::chrono::steady_clock::duration seconds(double s) {
   return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
-}
-
-nlohmann::json request_body(const Request& req) {
-  const auto type = req[http::field::content_type];
-  if (type.substr(0, 33) == "application/x-www-form-urlencoded") return api::parse_form_urlencoded(req.body());
-  return api::parse_json_object(req.body());
 }
 
 const api::ApiError& queue_full() {
@@ -62,6 +60,11 @@ HttpSession::~HttpSession() {
   if (closer_id_) ctx_->remove_closer(closer_id_);
   if (counted_) --ctx_->connections;
   if (job_) job_->cancel();
+  if (record_ && !record_->logged && busy_) {
+    // The client left before its answer went out.
+    if (record_->finish.empty()) record_->finish = "client_closed";
+    log_request(*record_);
+  }
 }
 
 void HttpSession::on_exception(const char* where, const char* what) noexcept {
@@ -188,6 +191,12 @@ void HttpSession::read_failed(beast::error_code ec) {
   Request req{http::verb::unknown, "/", 11};
   req.keep_alive(false);
   busy_ = true;
+  // An unreadable request: the id and origin of whatever head was read.
+  const auto& head = parser_->get();
+  record_ = std::make_shared<RequestRecord>();
+  record_->id = request_id_for(header_view(head["X-Request-Id"]));
+  record_->route = "other";
+  cors_origin_ = allowed_origin(ctx_->config.server.allowed_origins, header_view(head[http::field::origin]));
   if (ec == http::error::body_limit || ec == http::error::header_limit) {
     const bool body = ec == http::error::body_limit;
     return send(error_response(req, api::ApiError(body ? 413 : 431, body ? "body_too_large" : "headers_too_large",
@@ -206,7 +215,11 @@ void HttpSession::handle(Request req) {
   busy_ = true;
   head_request_ = req.method() == http::verb::head;
   const Route route = classify(req, *ctx_);
-  const ReplyTo reply{req.version(), req.keep_alive(), route.name};
+  const ReplyTo reply{req.version(), req.keep_alive(), route.name, {}};
+  record_ = std::make_shared<RequestRecord>();
+  record_->id = request_id_for(header_view(req["X-Request-Id"]));
+  record_->route = route.name;
+  cors_origin_ = allowed_origin(ctx_->config.server.allowed_origins, header_view(req[http::field::origin]));
   try {
     if (route.kind == RouteKind::websocket) return upgrade(std::move(req));
     if (route.kind == RouteKind::immediate) return send(handle_immediate(req, *ctx_), route.name);
@@ -215,6 +228,7 @@ void HttpSession::handle(Request req) {
     check_api_key(*shared, *ctx_);
     if (ctx_->stopping) throw api::ApiError(503, "shutting_down", "the server is stopping");
     if (route.kind == RouteKind::completions) return start_completions(std::move(shared), route);
+    if (route.kind == RouteKind::chat) return start_chat(std::move(shared), route);
     start_generate(std::move(shared), route);
   } catch (...) {
     send_error(reply, std::current_exception());
@@ -237,7 +251,7 @@ void HttpSession::send_error(const ReplyTo& to, std::exception_ptr error) {
 
 void HttpSession::start_cpu_route(std::shared_ptr<const Request> req, const Route& route) {
   auto ctx = ctx_;
-  const ReplyTo reply{req->version(), req->keep_alive(), route.name};
+  const ReplyTo reply{req->version(), req->keep_alive(), route.name, {}};
   const bool queued = ctx_->offload(
       stream_.get_executor(), [ctx, req] { return handle_immediate(*req, *ctx); },
       [self = shared_from_this(), reply](std::optional<Response> res, std::exception_ptr error) {
@@ -268,9 +282,9 @@ void HttpSession::prepare_then(const char* what, const ReplyTo& reply, Work work
 void HttpSession::start_completions(std::shared_ptr<const Request> req, const Route& route) {
   auto ctx = ctx_;
   const api::CompletionLimits limits{ctx_->config.limits.max_batch_size, ctx_->config.limits.max_length};
-  const ReplyTo reply{req->version(), req->keep_alive(), route.name};
+  const ReplyTo reply{req->version(), req->keep_alive(), route.name, {}};
   const auto work = [ctx, req, limits] {
-    const auto body = api::parse_json_object(req->body());
+    const auto body = request_fields(*req);
     auto request = api::parse_completion_request(body, limits);
     auto prepared = ctx->service.prepare(request);
     return PreparedCompletion{std::move(request), std::move(prepared)};
@@ -280,8 +294,19 @@ void HttpSession::start_completions(std::shared_ptr<const Request> req, const Ro
   });
 }
 
+void HttpSession::start_chat(std::shared_ptr<const Request> req, const Route& route) {
+  auto ctx = ctx_;
+  const api::CompletionLimits limits{ctx_->config.limits.max_batch_size, ctx_->config.limits.max_length};
+  const ReplyTo reply{req->version(), req->keep_alive(), route.name, chat_reply_sink};
+  const auto work = [ctx, req, limits] { return prepare_chat(*req, *ctx, limits); };
+  prepare_then("chat", reply, work, [reply](HttpSession& self, PreparedChat p) {
+    self.run_completions(reply, std::move(p.request), std::move(p.prepared));
+  });
+}
+
 void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest request, service::Prepared prepared) {
-  auto events = completion_events(request, prepared, sink(reply));
+  note_prepared(*record_, prepared);
+  auto events = RequestRecord::observe(completion_events(request, prepared, sink(reply)), record_);
   job_ = ctx_->service.start(std::move(prepared), std::move(events));
   if (request.stream) return start_stream(reply);
   watch_disconnect();
@@ -290,9 +315,9 @@ void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest r
 void HttpSession::start_generate(std::shared_ptr<const Request> req, const Route& route) {
   auto ctx = ctx_;
   const api::WriteupLimits limits{ctx_->config.limits.max_batch_size, ctx_->config.limits.max_length};
-  const ReplyTo reply{req->version(), req->keep_alive(), route.name};
+  const ReplyTo reply{req->version(), req->keep_alive(), route.name, {}};
   const auto work = [ctx, req, limits, path_model = route.path_model] {
-    auto fields = request_body(*req);
+    auto fields = request_fields(*req);
     if (!path_model.empty()) fields["model_name"] = path_model;
     auto request = api::parse_writeup_fields(fields, limits);
     auto prepared = ctx->service.prepare(request);
@@ -304,13 +329,27 @@ void HttpSession::start_generate(std::shared_ptr<const Request> req, const Route
 }
 
 void HttpSession::run_generate(const ReplyTo& reply, api::WriteupRequest request, service::Prepared prepared) {
-  auto events = generate_events(request, prepared, sink(reply));
+  note_prepared(*record_, prepared);
+  auto events = RequestRecord::observe(generate_events(request, prepared, sink(reply)), record_);
   job_ = ctx_->service.start(std::move(prepared), std::move(events));
   watch_disconnect();
 }
 
+void HttpSession::stamp(http::fields& res) const {
+  if (record_) res.set("X-Request-Id", record_->id);
+  add_cors_headers(res, cors_origin_);
+}
+
+void HttpSession::log_answer(int status) {
+  if (!record_ || record_->logged) return;
+  record_->status = status;
+  log_request(*record_);
+}
+
 void HttpSession::send(Response res, const std::string& route) {
   ctx_->count_request(route, res.result_int());
+  stamp(res);
+  log_answer(res.result_int());
   if (head_request_) {
     // HEAD: the GET answer's headers, Content-Length included, and no body.
     const auto length = res.body().size();

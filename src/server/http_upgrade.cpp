@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "writeup/api/wire_json.hpp"
+#include "writeup/server/cors.hpp"
 #include "writeup/server/server_context.hpp"
 #include "writeup/server/websocket_session.hpp"
 
@@ -34,7 +35,8 @@ void HttpSession::upgrade(Request req) {
     }
     const auto& origins = ctx_->config.server.allowed_origins;
     const auto origin = std::string(req[http::field::origin]);
-    if (!origins.empty() && !origin.empty() && std::find(origins.begin(), origins.end(), origin) == origins.end()) {
+    // Empty: any Origin; else the listed ones ("*": any).
+    if (!origins.empty() && !origin.empty() && allowed_origin(origins, origin).empty()) {
       throw api::ApiError(403, "origin_not_allowed", "origin " + origin + " is not allowed");
     }
   } catch (const api::ApiError& e) {
@@ -42,6 +44,8 @@ void HttpSession::upgrade(Request req) {
   } catch (const std::exception& e) {
     return refuse(api::ApiError(500, "internal_error", std::string("upgrade failed: ") + e.what()));
   }
+  if (record_) req.set("X-Request-Id", record_->id);  // the (sane) id the 101 carries
+  record_.reset();  // each WebSocket request gets its own log line
   stream_.expires_never();
   // The connection is counted once: the WebSocket session takes over this session's count (the
   // 101 can reach the client before this object is gone, and its next connection must not find

@@ -5,6 +5,7 @@
 
 #include "writeup/server/http_session.hpp"
 #include "writeup/server/pending_heads.hpp"
+#include "writeup/server/request_log.hpp"
 #include "writeup/server/server_context.hpp"
 #include "writeup/util/logging.hpp"
 
@@ -18,6 +19,7 @@ Listener::Listener(net::io_context& ioc, const tcp::endpoint& endpoint, std::sha
       ctx_(std::move(ctx)),
       heads_(std::make_shared<PendingHeads>()),
       backoff_(acceptor_.get_executor()) {
+  set_request_log_json(ctx_->config.log_format == "json");
   boost::beast::error_code ec;
   const auto where = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
   acceptor_.open(endpoint.protocol(), ec);

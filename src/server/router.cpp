@@ -9,7 +9,9 @@
 #include <string_view>
 
 #include "writeup/api/fields.hpp"
+#include "writeup/api/request_body.hpp"
 #include "writeup/api/wire_json.hpp"
+#include "writeup/server/cors.hpp"
 #include "writeup/server/server_context.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 
@@ -148,7 +150,7 @@ std::string allowed_methods(const std::string& path) {
     if (path == p) return "GET, HEAD";
   }
   if (path.rfind(kModelPrefix, 0) == 0) return "GET, HEAD";
-  for (const char* p : {"/v1/tokenize", "/v1/detokenize", "/v1/completions", "/v1/generate"}) {
+  for (const char* p : {"/v1/tokenize", "/v1/detokenize", "/v1/completions", "/v1/chat/completions", "/v1/generate"}) {
     if (path == p) return "POST";
   }
   return "";
@@ -171,7 +173,7 @@ const service::ModelEntry& model_for(const nlohmann::json& body, const ServerCon
 }
 
 Response tokenize(const Request& req, const ServerContext& ctx) {
-  const auto body = api::parse_json_object(req.body());
+  const auto body = request_fields(req);
   api::Fields f(body);
   f.reject_unknown({"model", "prompt", "text"});
   const auto& m = model_for(body, ctx);
@@ -182,7 +184,27 @@ Response tokenize(const Request& req, const ServerContext& ctx) {
 }
 
 Response detokenize(const Request& req, const ServerContext& ctx) {
-  const auto body = api::parse_json_object(req.body());
+  auto body = request_fields(req);
+  // A form's tokens may also be a comma-separated list ("1,2,3").
+  if (body.contains("tokens") && body["tokens"].is_string()) {
+    nlohmann::json ids = nlohmann::json::array();
+    const auto s = body["tokens"].get<std::string>();
+    std::size_t pos = 0;
+    while (pos <= s.size() && !s.empty()) {
+      auto comma = s.find(',', pos);
+      if (comma == std::string::npos) comma = s.size();
+      auto item = s.substr(pos, comma - pos);
+      item.erase(0, item.find_first_not_of(' '));
+      item.erase(item.find_last_not_of(' ') + 1);
+      ids.push_back(item);
+      pos = comma + 1;
+    }
+    for (auto& id : ids) {
+      const auto v = api::Fields(nlohmann::json{{"tokens", id}}).integer("tokens", 0, INT32_MAX);
+      id = *v;
+    }
+    body["tokens"] = ids;
+  }
   api::Fields f(body);
   f.reject_unknown({"model", "tokens"});
   const auto& m = model_for(body, ctx);
@@ -207,11 +229,39 @@ bool needs_key(const std::string& path) {
 
 }  // namespace
 
+nlohmann::json request_fields(const Request& req) {
+  const auto type = req[http::field::content_type];
+  return api::parse_request_body(std::string_view(type.data(), type.size()), req.body()).fields;
+}
+
+Response options_response(const Request& req, const ServerContext& ctx) {
+  const auto path = path_of(req);
+  auto methods = allowed_methods(path);
+  if (methods.empty() && is_ws_path(path)) methods = "GET";
+  if (methods.empty() && path.size() > 1 && path.find('/', 1) == std::string::npos && ctx.models.find(path.substr(1))) {
+    methods = "POST";
+  }
+  if (methods.empty() && !ctx.config.server.static_dir.empty()) methods = "GET, HEAD";
+  methods += methods.empty() ? "OPTIONS" : ", OPTIONS";
+  Response res{http::status::no_content, req.version()};
+  res.set(http::field::server, "writeup");
+  res.set(http::field::allow, methods);
+  if (is_preflight(req)) {
+    const auto origin = allowed_origin(ctx.config.server.allowed_origins, header_view(req[http::field::origin]));
+    add_preflight_headers(res, req, origin, methods);
+  }
+  res.keep_alive(req.keep_alive());
+  res.prepare_payload();
+  return res;
+}
+
 Route classify(const Request& req, const ServerContext& ctx) {
   const auto path = path_of(req);
+  if (req.method() == http::verb::options) return {RouteKind::immediate, "OPTIONS", {}};
   if (is_ws_path(path)) return {RouteKind::websocket, "/ws/async/writeup", {}};
   if (req.method() == http::verb::post) {
     if (path == "/v1/completions") return {RouteKind::completions, path, {}};
+    if (path == "/v1/chat/completions") return {RouteKind::chat, path, {}};
     if (path == "/v1/generate") return {RouteKind::generate, path, {}};
     if (path == "/v1/tokenize" || path == "/v1/detokenize") return {RouteKind::cpu, path, {}};
     if (path.size() > 1 && path.find('/', 1) == std::string::npos && ctx.models.find(path.substr(1))) {
@@ -228,7 +278,7 @@ Route classify(const Request& req, const ServerContext& ctx) {
 
 void check_api_key(const Request& req, const ServerContext& ctx) {
   const auto& keys = ctx.config.server.api_keys;
-  if (keys.empty() || !needs_key(path_of(req))) return;
+  if (keys.empty() || !needs_key(path_of(req)) || req.method() == http::verb::options) return;
   std::string given;
   const auto auth = req[http::field::authorization];
   if (iequals_prefix(std::string_view(auth.data(), auth.size()), "bearer ")) given = std::string(auth.substr(7));  // the scheme is case-insensitive
@@ -262,6 +312,7 @@ Response error_response(const Request& req, const api::ApiError& error) {
 Response handle_immediate(const Request& req, ServerContext& ctx) {
   const auto path = path_of(req);
   try {
+    if (req.method() == http::verb::options) return options_response(req, ctx);
     check_api_key(req, ctx);
     const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
     const bool post = req.method() == http::verb::post;
@@ -283,7 +334,7 @@ Response handle_immediate(const Request& req, ServerContext& ctx) {
     if (path == "/v1/tokenize" && post) return tokenize(req, ctx);
     if (path == "/v1/detokenize" && post) return detokenize(req, ctx);
     for (const char* p : {"/health", "/ready", "/metrics", "/v1/models", "/v1/tokenize", "/v1/detokenize",
-                          "/v1/completions", "/v1/generate"}) {
+                          "/v1/completions", "/v1/chat/completions", "/v1/generate"}) {
       if (path == p) throw api::ApiError(405, "method_not_allowed", std::string(req.method_string()) + " is not allowed on " + path);
     }
     if (get && !ctx.config.server.static_dir.empty()) return static_file(req, ctx);

@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "writeup/api/wire_json.hpp"
+#include "writeup/server/request_log.hpp"
 #include "writeup/server/server_context.hpp"
 #include "writeup/util/logging.hpp"
 
@@ -49,6 +50,7 @@ struct WebSocketSession::Running {
   std::shared_ptr<service::Subscription> job;  // null while the prompt is being tokenized
   std::vector<std::string> texts;  // each suggestion's text so far
   std::vector<int> tokens;
+  RequestLogLine log{kRoute};  // its request log line, written when it ends (request_log.hpp)
 };
 
 WebSocketSession::WebSocketSession(net::ip::tcp::socket&& socket, std::shared_ptr<ServerContext> ctx, bool authorized,
@@ -105,8 +107,10 @@ void WebSocketSession::run(Request upgrade) {
   ws_.set_option(timeout);
   // Beast answers a malformed handshake itself (400, or 426 for a version it does not speak):
   // in the server's JSON error shape, and counted.
-  ws_.set_option(websocket::stream_base::decorator([this](websocket::response_type& res) {
+  // X-Request-Id: the id the HTTP session gave the upgrade request (http_upgrade.cpp).
+  ws_.set_option(websocket::stream_base::decorator([this, id = std::string(upgrade["X-Request-Id"])](websocket::response_type& res) {
     res.set(http::field::server, "writeup");
+    if (!id.empty()) res.set("X-Request-Id", id);
     if (res.result() == http::status::switching_protocols) return;
     handshake_status_ = res.result_int();
     const api::ApiError e(handshake_status_, handshake_status_ == 426 ? "upgrade_required" : "bad_websocket_handshake",
@@ -187,6 +191,7 @@ void WebSocketSession::handle_message(const std::string& text) {
     start(m.request);
   } catch (const api::ApiError& e) {
     ctx_->count_request(kRoute, e.status());
+    RequestLogLine(kRoute).fail(e.code());  // its log line, now
     send(api::make_error_frame(partial.prompt, partial.batch_size, e));
   } catch (const std::exception& e) {
     log::error(std::string("websocket message: ") + e.what());
@@ -242,13 +247,15 @@ void WebSocketSession::on_prepared(std::uint64_t gen, std::optional<service::Pre
     events.on_error = [weak, gen](const service::ServiceError& e) {
       if (auto self = weak.lock()) net::post(self->ws_.get_executor(), [self, gen, e] { self->on_error(gen, e); });
     };
-    run.job = ctx_->service.start(std::move(*prepared), events);
+    note_prepared(*run.log.record(), *prepared);
+    run.job = ctx_->service.start(std::move(*prepared), RequestRecord::observe(events, run.log.record()));
   });
 }
 
 void WebSocketSession::cancel_current(bool report) {
   if (!current_) return;
   if (current_->job) current_->job->cancel();
+  current_->log.fail("cancelled");
   if (report) {
     ctx_->count_request(kRoute, 200);  // answered: a completed_response marked cancelled
     send_frame("completed_response", {{"cancelled", true}});
@@ -261,6 +268,7 @@ void WebSocketSession::finish_with_error(const api::ApiError& error, bool out_of
   if (!current_) return;
   const auto run = current_;
   if (run->job) run->job->cancel();
+  run->log.fail(error.code());
   current_.reset();
   ++generation_;
   ctx_->count_request(kRoute, error.status());
@@ -278,6 +286,7 @@ void WebSocketSession::on_text(std::uint64_t gen, const std::vector<service::Tex
       run.texts[i] += d.text;
       run.tokens[i] = d.tokens;
     }
+    run.log.record()->mark_output();
     send_frame("updated_response");
   });
 }

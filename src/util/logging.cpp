@@ -1,5 +1,7 @@
 #include "writeup/util/logging.hpp"
 
+#include <spdlog/async.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <stdexcept>
@@ -28,5 +30,36 @@ void debug(const std::string& message) { spdlog::debug(message); }
 void info(const std::string& message) { spdlog::info(message); }
 void warn(const std::string& message) { spdlog::warn(message); }
 void error(const std::string& message) { spdlog::error(message); }
+
+namespace {
+
+std::shared_ptr<spdlog::logger> request_logger(bool raw) {
+  // Made once each, on first use (after set_level: the registry gives them the global level).
+  static const auto text = spdlog::create_async_nb<spdlog::sinks::stdout_sink_mt>("requests");
+  static const auto json = [] {
+    auto l = spdlog::create_async_nb<spdlog::sinks::stdout_sink_mt>("requests_json");
+    l->set_pattern("%v");
+    return l;
+  }();
+  return raw ? json : text;
+}
+
+}  // namespace
+
+void request(Level level, const std::string& line, bool raw) noexcept {
+  try {
+    const auto logger = request_logger(raw);
+    if (level == Level::debug) {
+      logger->debug(line);
+    } else if (level == Level::info) {
+      logger->info(line);
+    } else if (level == Level::warn) {
+      logger->warn(line);
+    } else if (level == Level::error) {
+      logger->error(line);
+    }
+  } catch (...) {
+  }
+}
 
 }  // namespace writeup::log

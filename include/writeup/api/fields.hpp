@@ -20,6 +20,7 @@ class Fields {
   std::optional<double> number(const std::string& name, double min, double max) const;
   std::optional<std::int64_t> integer(const std::string& name, std::int64_t min, std::int64_t max) const;
   std::optional<std::uint64_t> seed(const std::string& name) const;  // any non-negative 64-bit integer
+  // true/false, or a string: "true"/"1"/"on"/"yes" or "false"/"0"/"off"/"no" (any case; forms).
   std::optional<bool> boolean(const std::string& name) const;
   std::optional<std::string> string(const std::string& name) const;  // must be valid UTF-8
   // Throws for any key not in `known`.

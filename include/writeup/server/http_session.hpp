@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "writeup/server/reply_events.hpp"
+#include "writeup/server/request_log.hpp"
 #include "writeup/server/router.hpp"
 
 namespace writeup::server {
@@ -41,6 +42,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     unsigned version = 11;
     bool keep_alive = true;
     std::string route;
+    // Turns the sink of a route built over another (chat over completions) into its own.
+    std::function<ReplySink(ReplySink)> adapt;
     Request request() const {
       Request r{http::verb::post, "/", version};
       r.keep_alive(keep_alive);
@@ -61,6 +64,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void start_cpu_route(std::shared_ptr<const Request> req, const Route& route);
   void start_completions(std::shared_ptr<const Request> req, const Route& route);
   void start_generate(std::shared_ptr<const Request> req, const Route& route);
+  // POST /v1/chat/completions: the messages become a completions request (chat_route.hpp).
+  void start_chat(std::shared_ptr<const Request> req, const Route& route);
   // Runs `work` (parse + tokenize) on the CPU pool, then `run(*this, result)` on the strand;
   // what either throws becomes this request's error answer. A full pool: 429.
   template <class Work, class Run>
@@ -80,6 +85,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void reply_later(const ReplyTo& to, const api::ApiError& error);
 
   void send(Response res, const std::string& route);
+  // Every answer's X-Request-Id, and the CORS headers for an allowed Origin.
+  void stamp(http::fields& res) const;
+  // The current request's log line (once), with its HTTP status.
+  void log_answer(int status);
   void on_write(bool close, beast::error_code ec, std::size_t bytes);
   // Server-sent events: a chunked response whose chunks are written one at a time; to an
   // HTTP/1.0 client the events go out as they are and the end of the stream closes.
@@ -117,6 +126,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool head_request_ = false;  // HEAD: the answer carries headers only
   std::uint64_t closer_id_ = 0;
   bool counted_ = true;  // in ctx_->connections (until a WebSocket session takes the count over)
+  // The current request: its log record (id, route, timings, what the service did) and the
+  // origin its answer allows (CORS; "" = none).
+  std::shared_ptr<RequestRecord> record_;
+  std::string cors_origin_;
 };
 
 template <class Fn>

@@ -20,6 +20,7 @@ enum class RouteKind {
   immediate,    // answered by handle_immediate()
   cpu,          // answered by handle_immediate() on the CPU pool: POST /v1/tokenize, /v1/detokenize
   completions,  // POST /v1/completions (async, maybe SSE)
+  chat,         // POST /v1/chat/completions (async, maybe SSE; completions underneath)
   generate,     // POST /v1/generate or POST /{model_name} (async, writeup fields)
   websocket,    // the writeup WebSocket path (upgrade)
 };
@@ -37,6 +38,11 @@ Route classify(const Request& req, const ServerContext& ctx);
 void check_api_key(const Request& req, const ServerContext& ctx);
 
 Response json_response(const Request& req, int status, const std::string& body);
+// OPTIONS: 204 with Allow for a known path; a browser's pre-flight from an allowed origin also
+// gets the Access-Control-* headers (see cors.hpp), one from any other origin none. No API key.
+Response options_response(const Request& req, const ServerContext& ctx);
+// The request's body by the one body rule (api/request_body.hpp).
+nlohmann::json request_fields(const Request& req);
 Response error_response(const Request& req, const api::ApiError& error);
 
 // The regular file under `root_dir` that a request path names ("/" = index.html), or nullopt.

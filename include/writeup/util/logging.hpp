@@ -16,4 +16,9 @@ void info(const std::string& message);
 void warn(const std::string& message);
 void error(const std::string& message);
 
+// One request log line, on a logger of its own whose queue never blocks the caller: when its
+// sink (stdout) is slow, the oldest waiting lines are dropped. `raw`: the line alone (JSON
+// lines), else with the time and level prefix of every other line. Never throws.
+void request(Level level, const std::string& line, bool raw) noexcept;
+
 }  // namespace writeup::log
