@@ -248,6 +248,34 @@ TEST(CachedResponse, ResultsRoundTripAndForeignValuesAreRejected) {
   EXPECT_FALSE(writeup::service::decode_results(writeup::service::encode_results(cancelled), 2));
 }
 
+// Issue 13: admission is an event, replayed to joiners, so a stream starts only once admitted.
+TEST(Flight, AdmissionReachesSubscribersAndLaterJoiners) {
+  writeup::service::Flight f(nullptr);
+  int a = 0, b = 0;
+  writeup::service::StreamEvents ea, eb;
+  ea.on_admitted = [&] { ++a; };
+  eb.on_admitted = [&] { ++b; };
+  const auto ida = f.join(ea);
+  ASSERT_NE(ida, 0u);
+  EXPECT_EQ(a, 0);
+  f.admit();
+  f.admit();  // once
+  EXPECT_EQ(a, 1);
+  ASSERT_NE(f.join(eb), 0u);
+  EXPECT_EQ(b, 1);
+}
+
+TEST(Flight, ACompositeSubscriptionLeavesEveryPart) {
+  auto f1 = std::make_shared<writeup::service::Flight>(nullptr);
+  auto f2 = std::make_shared<writeup::service::Flight>(nullptr);
+  auto s1 = std::make_shared<writeup::service::Subscription>(f1, f1->join({}));
+  auto s2 = std::make_shared<writeup::service::Subscription>(f2, f2->join({}));
+  writeup::service::Subscription all({s1, s2});
+  all.cancel();
+  EXPECT_TRUE(f1->abandoned());
+  EXPECT_TRUE(f2->abandoned());
+}
+
 TEST(CachedResponse, KeysCoverEveryParameterAndSeparateTheApis) {
   writeup::generate::GenerationRequest r;
   r.prompt = {1, 2};
@@ -262,7 +290,8 @@ TEST(CachedResponse, KeysCoverEveryParameterAndSeparateTheApis) {
   EXPECT_EQ(key(same), base);
   EXPECT_NE(key(r, "openai"), base);
   EXPECT_EQ(writeup::service::response_cache_key("writeup", "m", "", "Hi", r), "");  // not loaded
-  std::vector<writeup::generate::GenerationRequest> changed(9, r);
+  std::vector<writeup::generate::GenerationRequest> changed(10, r);
+  changed[9].params.logit_bias = {{13, 5.0f}};
   changed[0].params.temperature = 0.8f;
   changed[1].params.top_k = 5;
   changed[2].params.top_p = 0.5f;
