@@ -10,6 +10,7 @@
 
 #include "writeup/api/fields.hpp"
 #include "writeup/api/wire_json.hpp"
+#include "writeup/server/completion_reply.hpp"
 #include "writeup/server/pending_heads.hpp"
 #include "writeup/server/reply_events.hpp"
 #include "writeup/server/server_context.hpp"
@@ -42,7 +43,7 @@ const api::ApiError& queue_full() {
 // A parsed OpenAI request and its tokenized form, built on the CPU pool.
 struct PreparedCompletion {
   api::CompletionRequest request;
-  service::Prepared prepared;
+  std::vector<service::Prepared> prepared;  // one per prompt
 };
 struct PreparedGenerate {
   api::WriteupRequest request;
@@ -97,6 +98,7 @@ void HttpSession::run() {
 void HttpSession::do_read() {
   busy_ = false;
   responded_ = false;
+  streaming_ = false;
   head_request_ = false;
   if (ctx_->stopping) return do_close();
   parser_.emplace();
@@ -272,7 +274,7 @@ void HttpSession::start_completions(std::shared_ptr<const Request> req, const Ro
   const auto work = [ctx, req, limits] {
     const auto body = api::parse_json_object(req->body());
     auto request = api::parse_completion_request(body, limits);
-    auto prepared = ctx->service.prepare(request);
+    auto prepared = ctx->service.prepare_all(request);
     return PreparedCompletion{std::move(request), std::move(prepared)};
   };
   prepare_then("completions", reply, work, [reply](HttpSession& self, PreparedCompletion p) {
@@ -280,10 +282,25 @@ void HttpSession::start_completions(std::shared_ptr<const Request> req, const Ro
   });
 }
 
-void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest request, service::Prepared prepared) {
-  auto events = completion_events(request, prepared, sink(reply));
-  job_ = ctx_->service.start(std::move(prepared), std::move(events));
-  if (request.stream) return start_stream(reply);
+// Every prompt is admitted or none: one refused now cancels those already started and answers
+// 429; one refused later (a cache miss finding the queue full) does the same through the reply,
+// which starts a stream only once all were admitted.
+void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest request,
+                                  std::vector<service::Prepared> prepared) {
+  streaming_ = request.stream;
+  auto out = std::make_shared<CompletionReply>(std::move(request), prepared, sink(reply));
+  std::vector<std::shared_ptr<service::Subscription>> parts;
+  try {
+    for (std::size_t i = 0; i < prepared.size(); ++i) {
+      parts.push_back(ctx_->service.start(std::move(prepared[i]), out->events(static_cast<int>(i))));
+    }
+  } catch (...) {
+    out->abandon();
+    for (const auto& s : parts) s->cancel();
+    throw;
+  }
+  job_ = parts.size() == 1 ? parts.front() : std::make_shared<service::Subscription>(std::move(parts));
+  out->set_subscription(job_);
   watch_disconnect();
 }
 
