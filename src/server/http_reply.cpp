@@ -115,7 +115,9 @@ void HttpSession::start_stream(const ReplyTo& to) {
   os << res.base();
   stream_queue_.push_front(os.str());
   do_stream_write();
-  watch_disconnect();  // between chunks nothing else is pending: this keeps the session
+  // Between chunks nothing else is pending: the watch keeps the session. A completions stream
+  // (streaming_) has watched since it was started, while it waited for admission.
+  if (!streaming_) watch_disconnect();
 }
 
 void HttpSession::stream_chunk(std::string data, bool last) {
