@@ -7,15 +7,17 @@ import time
 import pytest
 import requests
 
-from conftest import Server, config, metric
+from conftest import DATA, Server, config, metric
 
 WAIT_S = 30  # bound on every wait for the server to reach a state
 
 
 @pytest.fixture()
 def busy_server():
-    # One queued request at most; 40 ms per step so that a long request keeps the worker busy.
-    s = Server(config=config(limits={"max_queue": 1}), env={"WRITEUP_TEST_STEP_DELAY_MS": "40"})
+    # One sequence running and one request queued at most; 40 ms per step so that a long request
+    # keeps the worker busy.
+    models = [{"name": "tiny-gpt2", "path": str(DATA / "tiny-gpt2"), "max_batch": 1}]
+    s = Server(config=config(models=models, limits={"max_queue": 1}), env={"WRITEUP_TEST_STEP_DELAY_MS": "40"})
     yield s
     s.stop()
 
