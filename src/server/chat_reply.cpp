@@ -11,6 +11,7 @@ namespace writeup::server {
 ReplySink chat_reply_sink(ReplySink inner) {
   ReplySink sink;
   sink.error = inner.error;
+  sink.open = inner.open;  // a stream starts once the request was admitted
   sink.reply = [reply = inner.reply, error = inner.error](int status, std::string body) {
     if (status != 200) return reply(status, std::move(body));
     const auto completion = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);

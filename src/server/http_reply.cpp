@@ -31,13 +31,23 @@ ReplySink HttpSession::sink(const ReplyTo& reply) {
   sink.error = [weak, reply](const api::ApiError& e) {
     if (auto self = weak.lock()) self->reply_later(reply, e);
   };
-  sink.events = [weak](std::vector<std::string> data, bool last) {
+  sink.events = [weak, reply](std::vector<std::string> data, bool last) {
     auto self = weak.lock();
     if (!self) return;
-    net::post(self->stream_.get_executor(), [self, data = std::move(data), last]() mutable {
+    net::post(self->stream_.get_executor(), [self, reply, data = std::move(data), last]() mutable {
       self->guarded("stream", [&] {
+        if (!self->responded_) self->start_stream(reply);
         for (auto& d : data) self->stream_chunk(std::move(d), false);
         if (last) self->stream_chunk("[DONE]", true);
+      });
+    });
+  };
+  sink.open = [weak, reply] {
+    auto self = weak.lock();
+    if (!self) return;
+    net::post(self->stream_.get_executor(), [self, reply] {
+      self->guarded("stream", [&] {
+        if (!self->responded_) self->start_stream(reply);
       });
     });
   };
@@ -56,6 +66,12 @@ void HttpSession::reply_later(const ReplyTo& to, int status, std::string body) {
 void HttpSession::reply_later(const ReplyTo& to, const api::ApiError& error) {
   net::post(stream_.get_executor(), [self = shared_from_this(), to, error] {
     self->guarded("reply", [&] {
+      // A stream that began ends with the error as its last event; before that (not admitted
+      // yet) the error is the answer, with its own status (429 and Retry-After).
+      if (self->streaming_ && self->responded_) {
+        self->stream_chunk(error.to_wire(), false);
+        return self->stream_chunk("[DONE]", true);
+      }
       self->job_.reset();
       self->send(error_response(to.request(), error), to.route);
     });
@@ -100,7 +116,9 @@ void HttpSession::start_stream(const ReplyTo& to) {
   os << res.base();
   stream_queue_.push_front(os.str());
   do_stream_write();
-  watch_disconnect();  // between chunks nothing else is pending: this keeps the session
+  // Between chunks nothing else is pending: the watch keeps the session. A completions stream
+  // (streaming_) has watched since it was started, while it waited for admission.
+  if (!streaming_) watch_disconnect();
 }
 
 void HttpSession::stream_chunk(std::string data, bool last) {

@@ -13,6 +13,7 @@
 #include "writeup/api/wire_json.hpp"
 #include "writeup/server/chat_reply.hpp"
 #include "writeup/server/chat_route.hpp"
+#include "writeup/server/completion_reply.hpp"
 #include "writeup/server/cors.hpp"
 #include "writeup/server/pending_heads.hpp"
 #include "writeup/server/reply_events.hpp"
@@ -40,7 +41,7 @@ const api::ApiError& queue_full() {
 // A parsed OpenAI request and its tokenized form, built on the CPU pool.
 struct PreparedCompletion {
   api::CompletionRequest request;
-  service::Prepared prepared;
+  std::vector<service::Prepared> prepared;  // one per prompt
 };
 struct PreparedGenerate {
   api::WriteupRequest request;
@@ -62,7 +63,11 @@ HttpSession::~HttpSession() {
   if (job_) job_->cancel();
   if (record_ && !record_->logged && busy_) {
     // The client left before its answer went out.
-    if (record_->finish.empty()) record_->finish = "client_closed";
+    try {
+      std::lock_guard lock(record_->mutex);
+      if (record_->finish.empty()) record_->finish = "client_closed";
+    } catch (...) {
+    }
     log_request(*record_);
   }
 }
@@ -100,6 +105,7 @@ void HttpSession::run() {
 void HttpSession::do_read() {
   busy_ = false;
   responded_ = false;
+  streaming_ = false;
   head_request_ = false;
   if (ctx_->stopping) return do_close();
   parser_.emplace();
@@ -286,7 +292,7 @@ void HttpSession::start_completions(std::shared_ptr<const Request> req, const Ro
   const auto work = [ctx, req, limits] {
     const auto body = request_fields(*req);
     auto request = api::parse_completion_request(body, limits);
-    auto prepared = ctx->service.prepare(request);
+    auto prepared = ctx->service.prepare_all(request);
     return PreparedCompletion{std::move(request), std::move(prepared)};
   };
   prepare_then("completions", reply, work, [reply](HttpSession& self, PreparedCompletion p) {
@@ -300,15 +306,33 @@ void HttpSession::start_chat(std::shared_ptr<const Request> req, const Route& ro
   const ReplyTo reply{req->version(), req->keep_alive(), route.name, chat_reply_sink};
   const auto work = [ctx, req, limits] { return prepare_chat(*req, *ctx, limits); };
   prepare_then("chat", reply, work, [reply](HttpSession& self, PreparedChat p) {
-    self.run_completions(reply, std::move(p.request), std::move(p.prepared));
+    std::vector<service::Prepared> one;
+    one.push_back(std::move(p.prepared));
+    self.run_completions(reply, std::move(p.request), std::move(one));
   });
 }
 
-void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest request, service::Prepared prepared) {
-  note_prepared(*record_, prepared);
-  auto events = RequestRecord::observe(completion_events(request, prepared, sink(reply)), record_);
-  job_ = ctx_->service.start(std::move(prepared), std::move(events));
-  if (request.stream) return start_stream(reply);
+// Every prompt is admitted or none: one refused now cancels those already started and answers
+// 429; one refused later (a cache miss finding the queue full) does the same through the reply,
+// which starts a stream only once all were admitted.
+void HttpSession::run_completions(const ReplyTo& reply, api::CompletionRequest request,
+                                  std::vector<service::Prepared> prepared) {
+  streaming_ = request.stream;
+  for (const auto& p : prepared) note_prepared(*record_, p);
+  auto out = std::make_shared<CompletionReply>(std::move(request), prepared, sink(reply));
+  std::vector<std::shared_ptr<service::Subscription>> parts;
+  try {
+    for (std::size_t i = 0; i < prepared.size(); ++i) {
+      auto events = RequestRecord::observe(out->events(static_cast<int>(i)), record_);
+      parts.push_back(ctx_->service.start(std::move(prepared[i]), std::move(events)));
+    }
+  } catch (...) {
+    out->abandon();
+    for (const auto& s : parts) s->cancel();
+    throw;
+  }
+  job_ = parts.size() == 1 ? parts.front() : std::make_shared<service::Subscription>(std::move(parts));
+  out->set_subscription(job_);
   watch_disconnect();
 }
 

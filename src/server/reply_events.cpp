@@ -9,8 +9,6 @@
 #include "writeup/util/hash.hpp"
 
 namespace writeup::server {
-namespace {
-
 std::string completion_id() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return "cmpl-" + to_hex64(rng()) + to_hex64(rng()).substr(0, 8);
@@ -19,8 +17,6 @@ std::string completion_id() {
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
-
-}  // namespace
 
 service::StreamEvents completion_events(const api::CompletionRequest& request, const service::Prepared& prepared,
                                         ReplySink sink) {

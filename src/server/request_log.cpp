@@ -1,5 +1,6 @@
 #include "writeup/server/request_log.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <set>
@@ -23,8 +24,14 @@ std::string format_ms(double ms) {
   return buf;
 }
 
-std::string finish_reasons(const std::vector<generate::GeneratedSequence>& results) {
+// `finish` with `results`' reasons added: each reason once, sorted.
+std::string add_finish_reasons(const std::string& finish, const std::vector<generate::GeneratedSequence>& results) {
   std::set<std::string> reasons;
+  for (std::size_t start = 0; start < finish.size();) {
+    const auto comma = std::min(finish.find(',', start), finish.size());
+    reasons.insert(finish.substr(start, comma - start));
+    start = comma + 1;
+  }
   for (const auto& r : results) reasons.insert(r.finish_reason);
   std::string out;
   for (const auto& r : reasons) out += (out.empty() ? "" : ",") + r;
@@ -42,16 +49,22 @@ service::StreamEvents RequestRecord::observe(service::StreamEvents events, std::
   // posts the answer to the session's strand, where it is read.
   if (events.on_done) {
     events.on_done = [record, done = std::move(events.on_done)](const std::vector<generate::GeneratedSequence>& results) {
-      int tokens = 0;
-      for (const auto& r : results) tokens += static_cast<int>(r.tokens.size());
-      record->generated_tokens = tokens;
-      record->finish = finish_reasons(results);
+      {
+        std::lock_guard lock(record->mutex);
+        int tokens = std::max(record->generated_tokens, 0);
+        for (const auto& r : results) tokens += static_cast<int>(r.tokens.size());
+        record->generated_tokens = tokens;
+        record->finish = add_finish_reasons(record->finish, results);
+      }
       done(results);
     };
   }
   if (events.on_error) {
     events.on_error = [record, error = std::move(events.on_error)](const service::ServiceError& e) {
-      record->finish = e.error.code();
+      {
+        std::lock_guard lock(record->mutex);
+        record->finish = e.error.code();
+      }
       error(e);
     };
   }
@@ -60,12 +73,15 @@ service::StreamEvents RequestRecord::observe(service::StreamEvents events, std::
 
 void note_prepared(RequestRecord& record, const service::Prepared& prepared) {
   if (prepared.model) record.model = prepared.model->config.name;
-  record.prompt_tokens = prepared.prompt_tokens;
-  record.trace = prepared.trace;
+  record.prompt_tokens = std::max(record.prompt_tokens, 0) + prepared.prompt_tokens;
+  record.traces.push_back(prepared.trace);
 }
 
 std::string format_request_line(const RequestRecord& r, bool json, RequestRecord::Clock::time_point now) {
-  const auto cache = r.trace ? std::string(service::to_string(r.trace->cache.load())) : std::string();
+  std::set<std::string> outcomes;  // each once: "miss", or "hit,miss" for a prompt array
+  for (const auto& t : r.traces) outcomes.insert(service::to_string(t->cache.load()));
+  std::string cache;
+  for (const auto& o : outcomes) cache += (cache.empty() ? "" : ",") + o;
   const auto queue_ms = ms_between(r.arrived, r.first_output.value_or(now));
   const auto total_ms = ms_between(r.arrived, now);
   if (json) {
@@ -98,7 +114,11 @@ void log_request(RequestRecord& record) noexcept {
     if (record.logged) return;
     record.logged = true;
     const bool json = g_json;
-    const auto line = format_request_line(record, json, RequestRecord::Clock::now());
+    std::string line;
+    {
+      std::lock_guard lock(record.mutex);  // a generation still running may add to it
+      line = format_request_line(record, json, RequestRecord::Clock::now());
+    }
     log::request(is_probe(record.route) ? log::Level::debug : log::Level::info, line, json);
   } catch (...) {
   }
@@ -112,11 +132,16 @@ RequestLogLine::RequestLogLine(std::string route, std::string protocol) : record
 
 RequestLogLine::~RequestLogLine() {
   if (!record_ || record_->logged) return;
-  if (record_->finish.empty()) record_->finish = "cancelled";
+  try {
+    std::lock_guard lock(record_->mutex);
+    if (record_->finish.empty()) record_->finish = "cancelled";
+  } catch (...) {
+  }
   log_request(*record_);
 }
 
 void RequestLogLine::fail(const std::string& code) {
+  std::lock_guard lock(record_->mutex);
   if (record_->finish.empty()) record_->finish = code;
 }
 

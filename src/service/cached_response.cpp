@@ -11,7 +11,7 @@ std::string response_cache_key(std::string_view space, const std::string& model,
   if (fingerprint.empty()) return {};
   const auto& p = request.params;
   // Floats become doubles of the float the sampler uses: equal inputs, equal keys.
-  const nlohmann::json canonical = {
+  nlohmann::json canonical = {
       {"model", model},
       {"fingerprint", fingerprint},
       {"prompt", prompt},
@@ -27,6 +27,11 @@ std::string response_cache_key(std::string_view space, const std::string& model,
       {"stop", p.stop},
       {"seed", p.seed},
   };
+  if (!p.logit_bias.empty()) {  // added only when set: keys of requests without it are unchanged
+    nlohmann::json bias = nlohmann::json::array();
+    for (const auto& [id, b] : p.logit_bias) bias.push_back({id, static_cast<double>(b)});
+    canonical["logit_bias"] = bias;
+  }
   return cache::cache_key(space, canonical);
 }
 

@@ -97,26 +97,64 @@ Prepared CompletionService::prepare(const api::WriteupRequest& r) const {
 }
 
 Prepared CompletionService::prepare(const api::CompletionRequest& r) const {
-  Prepared p;
-  p.model = &model(r.model, "model");
-  p.request.prompt = encode(*p.model, r.prompt);
-  p.prompt_tokens = static_cast<int>(p.request.prompt.size());
-  if (p.prompt_tokens + r.max_tokens > p.model->n_positions) {
-    throw api::ApiError(400, "context_length_exceeded",
-                        "this model's maximum context is " + std::to_string(p.model->n_positions) +
-                            " tokens, but the prompt has " + std::to_string(p.prompt_tokens) +
-                            " and max_tokens asks for " + std::to_string(r.max_tokens),
-                        "prompt");
+  auto all = prepare_all(r);
+  return std::move(all.front());
+}
+
+std::vector<Prepared> CompletionService::prepare_all(const api::CompletionRequest& r) const {
+  const ModelEntry& m = model(r.model, "model");
+  const int vocab = m.tokenizer->vocab_size();
+  for (const auto& [id, bias] : r.logit_bias) {
+    if (id >= vocab) {
+      throw api::ApiError::bad_request("logit_bias: token " + std::to_string(id) + " is not in the vocabulary of '" +
+                                           m.config.name + "' (" + std::to_string(vocab) + " tokens)",
+                                       "logit_bias");
+    }
   }
   // An unseeded request that samples draws a fresh seed, as OpenAI's API does, and is then
   // neither cached nor joined (identical seeded requests still are). A greedy one gives the same
-  // text whatever the seed: it keeps the default and stays cacheable.
+  // text whatever the seed: it keeps the default and stays cacheable. Logprobs (and best_of's
+  // ranking, which needs them) are not kept by the cache: such requests are not cached either.
   const bool fresh_seed = !r.seed && r.temperature != 0.0f && r.top_p > 0.0f;
-  p.request.params = api::to_sampling_params(r, fresh_seed ? random_seed() : options_.default_seed);
-  p.request.n = r.n;
-  p.output.every_words = 0;  // server-sent events: text as soon as it is safe
-  if (!fresh_seed) p.cache_key = cache_key("openai", *p.model, r.prompt, p.request);
-  return p;
+  const bool logprobs = r.logprobs.has_value() || r.ranks_best_of();
+  std::vector<Prepared> out;
+  for (const auto& prompt : api::prompt_list(r)) {
+    Prepared p;
+    p.model = &m;
+    if (prompt.is_tokens) {
+      for (const int id : prompt.tokens) {
+        if (id >= vocab) {
+          throw api::ApiError::bad_request("prompt: token " + std::to_string(id) + " is not in the vocabulary of '" +
+                                               m.config.name + "' (" + std::to_string(vocab) + " tokens)",
+                                           "prompt");
+        }
+      }
+      p.request.prompt = prompt.tokens;
+      p.prompt_text = m.tokenizer->decode(prompt.tokens);
+    } else {
+      p.request.prompt = encode(m, prompt.text);
+      p.prompt_text = prompt.text;
+    }
+    p.prompt_tokens = static_cast<int>(p.request.prompt.size());
+    if (p.prompt_tokens + r.max_tokens > m.n_positions) {
+      throw api::ApiError(400, "context_length_exceeded",
+                          "this model's maximum context is " + std::to_string(m.n_positions) +
+                              " tokens, but the prompt has " + std::to_string(p.prompt_tokens) +
+                              " and max_tokens asks for " + std::to_string(r.max_tokens),
+                          "prompt");
+    }
+    p.request.params = api::to_sampling_params(r, fresh_seed ? random_seed() : options_.default_seed);
+    p.request.n = r.candidates();
+    p.request.logprobs = r.logprobs.value_or(0);
+    p.request.prompt_logprobs = r.echo && r.logprobs.has_value();
+    p.output.every_words = 0;  // server-sent events: text as soon as it is safe
+    p.output.logprobs = logprobs;
+    // Token-id prompts key on their ids (two spellings of one text may tokenize alike).
+    const std::string key_prompt = prompt.is_tokens ? nlohmann::json(prompt.tokens).dump() : prompt.text;
+    if (!fresh_seed && !logprobs) p.cache_key = cache_key(prompt.is_tokens ? "openai-ids" : "openai", m, key_prompt, p.request);
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 std::shared_ptr<Subscription> CompletionService::start(Prepared p, StreamEvents events) {
@@ -216,6 +254,7 @@ bool CompletionService::run(const std::shared_ptr<Flight>& flight, const Prepare
     if (!key.empty()) forget(key);
     return true;
   }
+  flight->admit();
   metrics_.counter("writeup_generations_total", "Generations run by the engine (cache hits and joins excluded)",
                    {{"model", p.model->config.name}})
       .inc();

@@ -8,15 +8,18 @@ std::uint64_t Flight::join(StreamEvents events) {
   std::lock_guard deliver(deliver_mutex_);
   std::vector<TextDelta> so_far;
   std::uint64_t id = 0;
+  bool admitted = false;
   {
     std::lock_guard lock(mutex_);
     if (ended_ || abandoned_) return 0;
+    admitted = admitted_;
     for (const auto& d : log_) {
       if (!d.text.empty() || d.tokens > 0) so_far.push_back(d);
     }
     id = ++next_id_;
     subscribers_.emplace(id, events);
   }
+  if (admitted && events.on_admitted) events.on_admitted();
   if (!so_far.empty() && events.on_text) events.on_text(so_far);
   return id;
 }
@@ -54,6 +57,20 @@ std::vector<StreamEvents> Flight::snapshot(bool last, std::shared_ptr<engine::Jo
     dropped = std::move(job_);  // released outside the lock: it may hold the last processor
   }
   return out;
+}
+
+void Flight::admit() {
+  std::lock_guard deliver(deliver_mutex_);
+  std::vector<StreamEvents> to;
+  {
+    std::lock_guard lock(mutex_);
+    if (ended_ || admitted_) return;
+    admitted_ = true;
+    for (const auto& [id, s] : subscribers_) to.push_back(s);
+  }
+  for (auto& s : to) {
+    if (s.on_admitted) s.on_admitted();
+  }
 }
 
 void Flight::text(const std::vector<TextDelta>& deltas) {
@@ -109,6 +126,9 @@ std::size_t Flight::subscribers() const {
 }
 
 void Subscription::cancel() {
+  for (const auto& p : parts_) {
+    if (p) p->cancel();
+  }
   if (auto f = flight_.lock()) f->leave(id_);
 }
 

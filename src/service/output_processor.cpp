@@ -7,6 +7,23 @@
 #include "writeup/util/logging.hpp"
 
 namespace writeup::service {
+namespace {
+
+generate::TokenLogprob to_logprob(const TokenLogprobs& t) {
+  generate::TokenLogprob out{t.token, t.logprob, {}};
+  for (const auto& a : t.top) out.top.emplace_back(a.token, a.logprob);
+  return out;
+}
+
+generate::TokenLogprob to_logprob(const engine::TokenOutput& o) {
+  generate::TokenLogprob out{o.token, o.logprob, {}};
+  for (int k = 0; k < std::min<int>(o.n_top, engine::kMaxTopLogprobs); ++k) {
+    out.top.emplace_back(o.top[static_cast<std::size_t>(k)].token, o.top[static_cast<std::size_t>(k)].logprob);
+  }
+  return out;
+}
+
+}  // namespace
 
 struct OutputProcessor::Sequence {
   explicit Sequence(const text::BpeTokenizer& tokenizer) : decoder(tokenizer) {}
@@ -14,6 +31,12 @@ struct OutputProcessor::Sequence {
   std::string text;           // decoded so far, cut before a stop string
   std::vector<int> tokens;    // EOS excluded
   std::vector<TokenLogprobs> logprobs;
+  // Per token: the size of `text` once its bytes were decoded (npos while they wait for the rest
+  // of a character); tokens_pending: the first token still waiting.
+  std::vector<std::size_t> ends;
+  std::size_t tokens_pending = 0;
+  std::size_t carried = 0;    // tokens whose logprobs went out in a delta
+  bool prompt_sent = false;   // the prompt's logprobs went out (first delta)
   std::size_t released = 0;   // bytes of `text` the clients got
   int released_tokens = 0;    // token count in the last release
   int released_words = 0;     // words of the released text (every_words > 0)
@@ -60,6 +83,12 @@ void OutputProcessor::on_error(engine::ErrorKind kind, const std::string& messag
   executor_([self = shared_from_this()] { self->drain(); });
 }
 
+void OutputProcessor::on_prompt_logprobs(std::vector<engine::TokenOutput> prompt) {
+  std::lock_guard lock(mutex_);
+  prompt_queued_.clear();
+  for (const auto& o : prompt) prompt_queued_.push_back(to_logprob(o));
+}
+
 const std::vector<TokenLogprobs>& OutputProcessor::logprobs(int index) const {
   return seqs_.at(static_cast<std::size_t>(index)).logprobs;
 }
@@ -71,6 +100,7 @@ void OutputProcessor::drain() {
     std::optional<std::pair<engine::ErrorKind, std::string>> error;
     {
       std::lock_guard lock(mutex_);
+      if (!prompt_queued_.empty()) prompt_logprobs_ = std::move(prompt_queued_), prompt_queued_.clear();
       if (!queued_.empty()) {
         batch.swap(queued_);
       } else if (error_) {
@@ -120,7 +150,9 @@ void OutputProcessor::process(const engine::TokenOutput& o) {
     TokenLogprobs lp{o.token, o.logprob, {}};
     lp.top.assign(o.top.begin(), o.top.begin() + std::min<int>(o.n_top, engine::kMaxTopLogprobs));
     s.logprobs.push_back(std::move(lp));
-    if (append(s, s.decoder.push(o.token))) {
+    s.ends.push_back(std::string::npos);
+    const bool stopped = append(s, s.decoder.push(o.token));
+    if (stopped) {
       end(s, "stop");
       if (auto job = job_.lock()) job->stop(o.index);  // the engine ends it at its next step
       return;
@@ -146,6 +178,10 @@ bool OutputProcessor::append(Sequence& s, const std::string& piece) {
   if (piece.empty()) return false;
   const std::size_t before = s.text.size();
   s.text += piece;
+  // Every token waiting for the rest of a character ends here once none of its bytes wait.
+  if (s.decoder.pending_bytes() == 0) {
+    for (; s.tokens_pending < s.ends.size(); ++s.tokens_pending) s.ends[s.tokens_pending] = s.text.size();
+  }
   // The text before `piece` held no stop string: one now ends inside `piece`.
   std::size_t cut = std::string::npos;
   for (const auto& stop : stops_) {
@@ -157,7 +193,23 @@ bool OutputProcessor::append(Sequence& s, const std::string& piece) {
   return true;
 }
 
-void OutputProcessor::end(Sequence& s, const char* reason) { s.finish = reason; }
+void OutputProcessor::end(Sequence& s, const char* reason) {
+  s.finish = reason;
+  // The tokens of the text: those that begin before its end (a stop string's cut drops the
+  // tokens after it; one partly before it stays). Bytes never decoded end with the text.
+  for (auto& e : s.ends) {
+    if (e == std::string::npos) e = s.text.size();
+  }
+  // Tokens that ended together (a character split over them) begin where the group before ended.
+  std::size_t keep = 0;
+  for (std::size_t k = 0, start = 0; k < s.ends.size(); keep = ++k) {
+    if (k > 0 && s.ends[k] != s.ends[k - 1]) start = s.ends[k - 1];
+    if (start >= s.text.size()) break;
+  }
+  s.ends.resize(keep);
+  s.logprobs.resize(keep);
+  s.carried = std::min(s.carried, keep);
+}
 
 std::size_t OutputProcessor::safe_size(const Sequence& s) const {
   if (s.finish) return s.text.size();
@@ -179,10 +231,29 @@ void OutputProcessor::release() {
   std::vector<TextDelta> deltas;
   for (std::size_t i = 0; i < seqs_.size(); ++i) {
     auto& s = seqs_[i];
-    const std::size_t safe = std::max(safe_size(s), s.released);
+    std::size_t safe = std::max(safe_size(s), s.released);
+    if (options_.logprobs && !s.finish) {
+      // Text goes out at token boundaries, with the tokens it completes: each delta's text is
+      // its tokens' text (a character split over tokens goes out with its last token).
+      std::size_t aligned = s.released;
+      for (std::size_t k = s.carried; k < s.ends.size() && s.ends[k] != std::string::npos && s.ends[k] <= safe; ++k) {
+        aligned = s.ends[k];
+      }
+      safe = aligned;
+    }
     const int tokens = static_cast<int>(s.tokens.size());
-    if (safe == s.released && tokens == s.released_tokens) continue;
-    deltas.push_back({static_cast<int>(i), s.text.substr(s.released, safe - s.released), tokens});
+    const bool more_logprobs = options_.logprobs && s.finish && s.carried < s.logprobs.size();
+    if (safe == s.released && tokens == s.released_tokens && !more_logprobs) continue;
+    deltas.push_back({static_cast<int>(i), s.text.substr(s.released, safe - s.released), tokens, {}, {}});
+    if (options_.logprobs) {
+      auto& d = deltas.back();
+      for (; s.carried < s.logprobs.size(); ++s.carried) {
+        if (!s.finish && (s.ends[s.carried] == std::string::npos || s.ends[s.carried] > safe)) break;
+        d.logprobs.push_back(to_logprob(s.logprobs[s.carried]));
+      }
+      if (!s.prompt_sent) d.prompt_logprobs = prompt_logprobs_;
+      s.prompt_sent = true;
+    }
     s.released = safe;
     s.released_tokens = tokens;
     if (options_.every_words > 0) s.released_words = api::count_words(std::string_view(s.text).substr(0, safe));
@@ -199,7 +270,14 @@ void OutputProcessor::finish() {
   if (options_.every_words == 0) release();
   std::vector<generate::GeneratedSequence> results;
   results.reserve(seqs_.size());
-  for (const auto& s : seqs_) results.push_back({s.tokens, s.text, s.finish});
+  for (const auto& s : seqs_) {
+    generate::GeneratedSequence r{s.tokens, s.text, s.finish, {}, {}};
+    if (options_.logprobs) {
+      for (const auto& lp : s.logprobs) r.logprobs.push_back(to_logprob(lp));
+      r.prompt_logprobs = prompt_logprobs_;
+    }
+    results.push_back(std::move(r));
+  }
   over_ = true;
   auto events = std::move(events_);
   events_ = {};

@@ -22,19 +22,29 @@ struct Recorder {
   std::string error;
   bool oom = false;
   StreamEvents events() {
-    return {[this](const std::vector<TextDelta>& ds) {
-              ++releases;
-              for (const auto& d : ds) text += d.text;
-            },
-            [this](const std::vector<GeneratedSequence>& r) { done = r; },
-            [this](const ServiceError& e) {
-              error = e.error.code();
-              oom = e.out_of_memory();
-            }};
+    StreamEvents e;
+    e.on_text = [this](const std::vector<TextDelta>& ds) {
+      ++releases;
+      for (const auto& d : ds) text += d.text;
+    };
+    e.on_done = [this](const std::vector<GeneratedSequence>& r) { done = r; };
+    e.on_error = [this](const ServiceError& err) {
+      error = err.error.code();
+      oom = err.out_of_memory();
+    };
+    return e;
   }
 };
 
-std::vector<TextDelta> delta(int index, const std::string& text, int tokens) { return {{index, text, tokens}}; }
+TextDelta text_delta(int index, std::string text, int tokens) {
+  TextDelta d;
+  d.index = index;
+  d.text = std::move(text);
+  d.tokens = tokens;
+  return d;
+}
+
+std::vector<TextDelta> delta(int index, const std::string& text, int tokens) { return {text_delta(index, text, tokens)}; }
 
 GeneratedSequence sequence(std::vector<int> tokens, std::string text, std::string finish) {
   GeneratedSequence s;
@@ -176,13 +186,13 @@ TEST(Flight, AReleaseOfSeveralSequencesReachesSubscribersWhole) {
   StreamEvents e;
   e.on_text = [&](const std::vector<TextDelta>& ds) { got = ds; };
   f.join(e);
-  f.text({{0, "a", 1}, {1, "b", 2}});
+  f.text({text_delta(0, "a", 1), text_delta(1, "b", 2)});
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[1].index, 1);
   EXPECT_EQ(got[1].text, "b");
   EXPECT_EQ(got[1].tokens, 2);
   // A late joiner gets each sequence's text so far, with its latest token count.
-  f.text({{1, "c", 3}});
+  f.text({text_delta(1, "c", 3)});
   std::vector<TextDelta> replay;
   StreamEvents le;
   le.on_text = [&](const std::vector<TextDelta>& ds) { replay = ds; };
@@ -248,6 +258,34 @@ TEST(CachedResponse, ResultsRoundTripAndForeignValuesAreRejected) {
   EXPECT_FALSE(writeup::service::decode_results(writeup::service::encode_results(cancelled), 2));
 }
 
+// Issue 13: admission is an event, replayed to joiners, so a stream starts only once admitted.
+TEST(Flight, AdmissionReachesSubscribersAndLaterJoiners) {
+  writeup::service::Flight f(nullptr);
+  int a = 0, b = 0;
+  writeup::service::StreamEvents ea, eb;
+  ea.on_admitted = [&] { ++a; };
+  eb.on_admitted = [&] { ++b; };
+  const auto ida = f.join(ea);
+  ASSERT_NE(ida, 0u);
+  EXPECT_EQ(a, 0);
+  f.admit();
+  f.admit();  // once
+  EXPECT_EQ(a, 1);
+  ASSERT_NE(f.join(eb), 0u);
+  EXPECT_EQ(b, 1);
+}
+
+TEST(Flight, ACompositeSubscriptionLeavesEveryPart) {
+  auto f1 = std::make_shared<writeup::service::Flight>(nullptr);
+  auto f2 = std::make_shared<writeup::service::Flight>(nullptr);
+  auto s1 = std::make_shared<writeup::service::Subscription>(f1, f1->join({}));
+  auto s2 = std::make_shared<writeup::service::Subscription>(f2, f2->join({}));
+  writeup::service::Subscription all({s1, s2});
+  all.cancel();
+  EXPECT_TRUE(f1->abandoned());
+  EXPECT_TRUE(f2->abandoned());
+}
+
 TEST(CachedResponse, KeysCoverEveryParameterAndSeparateTheApis) {
   writeup::generate::GenerationRequest r;
   r.prompt = {1, 2};
@@ -262,7 +300,8 @@ TEST(CachedResponse, KeysCoverEveryParameterAndSeparateTheApis) {
   EXPECT_EQ(key(same), base);
   EXPECT_NE(key(r, "openai"), base);
   EXPECT_EQ(writeup::service::response_cache_key("writeup", "m", "", "Hi", r), "");  // not loaded
-  std::vector<writeup::generate::GenerationRequest> changed(9, r);
+  std::vector<writeup::generate::GenerationRequest> changed(10, r);
+  changed[9].params.logit_bias = {{13, 5.0f}};
   changed[0].params.temperature = 0.8f;
   changed[1].params.top_k = 5;
   changed[2].params.top_p = 0.5f;

@@ -57,7 +57,7 @@ struct Harness {
   std::shared_ptr<OutputProcessor> processor;
 
   explicit Harness(int n, std::vector<std::string> stops = {}, int every_words = 0,
-                   writeup::service::Executor executor = {}) {
+                   writeup::service::Executor executor = {}, bool logprobs = false) {
     writeup::generate::GenerationRequest r;
     r.n = n;
     r.params.stop = std::move(stops);
@@ -65,7 +65,7 @@ struct Harness {
     e.on_text = [this](const std::vector<TextDelta>& d) { releases.push_back(d); };
     e.on_done = [this](const std::vector<GeneratedSequence>& res) { done.push_back(res); };
     e.on_error = [this](ErrorKind k, const std::string& m) { errors.emplace_back(k, m); };
-    processor = std::make_shared<OutputProcessor>(tok(), r, OutputOptions{every_words}, std::move(executor), std::move(e));
+    processor = std::make_shared<OutputProcessor>(tok(), r, OutputOptions{every_words, logprobs}, std::move(executor), std::move(e));
     processor->bind(job);
   }
   void send(const TokenOutput& o) { processor->on_outputs({&o, 1}); }
@@ -171,6 +171,75 @@ TEST(OutputProcessor, LogprobsAreKeptPerToken) {
   EXPECT_FLOAT_EQ(h.processor->logprobs(0)[0].logprob, -0.5f);
   ASSERT_EQ(h.processor->logprobs(0)[0].top.size(), 2u);
   EXPECT_EQ(h.processor->logprobs(0)[0].top[1].token, 7);
+}
+
+// Issue 13: logprobs must match the returned text.
+TEST(OutputProcessor, LogprobsOfTokensCutByAStopStringAreNotListed) {
+  Harness h(1, {"lo w"}, 0, {}, true);
+  const auto ids = per_char("Hello world");
+  h.feed(0, std::vector<int>(ids.begin(), ids.begin() + 7));  // "Hello w": cut before "lo w"
+  ASSERT_EQ(h.done.size(), 1u);
+  const auto& r = h.done[0][0];
+  EXPECT_EQ(r.text, "Hel");
+  EXPECT_EQ(r.tokens.size(), 7u);  // generated (usage)
+  ASSERT_EQ(r.logprobs.size(), 3u);  // of the text
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(r.logprobs[static_cast<std::size_t>(i)].token, ids[static_cast<std::size_t>(i)]);
+  std::size_t carried = 0;
+  for (const auto& rel : h.releases) {
+    for (const auto& d : rel) carried += d.logprobs.size();
+  }
+  EXPECT_EQ(carried, 3u);
+}
+
+TEST(OutputProcessor, EachDeltaCarriesTheTokensWhoseTextItCompletes) {
+  const std::string text = "a 👍🏽 漢字 ü";
+  const auto ids = tok()->encode(text);
+  Harness h(1, {}, 0, {}, true);
+  h.feed(0, ids, FinishReason::length);
+  std::size_t carried = 0;
+  for (const auto& rel : h.releases) {
+    for (const auto& d : rel) {
+      std::string bytes;
+      for (const auto& lp : d.logprobs) bytes += tok()->token_bytes(lp.token);
+      EXPECT_EQ(bytes, d.text);
+      carried += d.logprobs.size();
+    }
+  }
+  EXPECT_EQ(carried, ids.size());
+  ASSERT_EQ(h.done.size(), 1u);
+  EXPECT_EQ(h.done[0][0].logprobs.size(), ids.size());
+}
+
+TEST(OutputProcessor, PromptLogprobsComeWithTheFirstDeltaAndTheResults) {
+  Harness h(2, {}, 0, {}, true);
+  std::vector<TokenOutput> prompt(2);
+  prompt[0].token = 5;
+  prompt[0].logprob = -3.0f;
+  prompt[1].token = 6;
+  prompt[1].logprob = -1.0f;
+  prompt[1].n_top = 1;
+  prompt[1].top[0] = {9, -0.5f};
+  h.processor->on_prompt_logprobs(prompt);
+  h.feed(0, per_char("ab"), FinishReason::length);
+  h.feed(1, per_char("c"), FinishReason::length);
+  ASSERT_FALSE(h.releases.empty());
+  ASSERT_EQ(h.releases[0][0].prompt_logprobs.size(), 2u);
+  EXPECT_EQ(h.releases[0][0].prompt_logprobs[1].top, (std::vector<std::pair<int, float>>{{9, -0.5f}}));
+  int with_prompt = 0;
+  for (const auto& rel : h.releases) {
+    for (const auto& d : rel) with_prompt += d.prompt_logprobs.empty() ? 0 : 1;
+  }
+  EXPECT_EQ(with_prompt, 2);  // once per sequence
+  ASSERT_EQ(h.done.size(), 1u);
+  EXPECT_EQ(h.done[0][1].prompt_logprobs.size(), 2u);
+  EXPECT_FLOAT_EQ(h.done[0][1].prompt_logprobs[0].logprob, -3.0f);
+}
+
+TEST(OutputProcessor, WithoutLogprobsResultsCarryNone) {
+  Harness h(1);
+  h.feed(0, per_char("ab"), FinishReason::length);
+  ASSERT_EQ(h.done.size(), 1u);
+  EXPECT_TRUE(h.done[0][0].logprobs.empty());
 }
 
 TEST(OutputProcessor, CancelledSequencesKeepTheirText) {

@@ -14,8 +14,8 @@ TEST(RequestLog, TextAndJsonLines) {
   r.model = "tiny";
   r.prompt_tokens = 4;
   r.generated_tokens = 8;
-  r.trace = std::make_shared<service::RequestTrace>();
-  r.trace->cache = service::CacheOutcome::join;
+  r.traces.push_back(std::make_shared<service::RequestTrace>());
+  r.traces.back()->cache = service::CacheOutcome::join;
   r.status = 200;
   r.finish = "length";
   r.first_output = r.arrived + std::chrono::milliseconds(5);

@@ -70,7 +70,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // what either throws becomes this request's error answer. A full pool: 429.
   template <class Work, class Run>
   void prepare_then(const char* what, const ReplyTo& reply, Work work, Run run);
-  void run_completions(const ReplyTo& reply, api::CompletionRequest request, service::Prepared prepared);
+  void run_completions(const ReplyTo& reply, api::CompletionRequest request, std::vector<service::Prepared> prepared);
   void run_generate(const ReplyTo& reply, api::WriteupRequest request, service::Prepared prepared);
   void upgrade(Request req);
   // The error response for what a request raised (ApiError as is, the rest 500).
@@ -123,6 +123,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool stream_chunked_ = true;
   bool busy_ = false;       // a request is being answered
   bool responded_ = false;  // its response has started going out
+  bool streaming_ = false;  // it answers with server-sent events (once admitted)
   bool head_request_ = false;  // HEAD: the answer carries headers only
   std::uint64_t closer_id_ = 0;
   bool counted_ = true;  // in ctx_->connections (until a WebSocket session takes the count over)

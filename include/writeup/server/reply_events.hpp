@@ -6,6 +6,7 @@
 // never throw on the text) and hand them to a ReplySink, which takes them to the connection's
 // strand. (The HTTP session's sink holds it strongly: while a generation runs, that reference
 // is what keeps the session alive.)
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -24,7 +25,14 @@ struct ReplySink {
   // Server-sent events: each string is one event's data (JSON); `last` ends the stream with
   // "[DONE]".
   std::function<void(std::vector<std::string> data, bool last)> events;
+  // Server-sent events: the request was admitted, start the stream (status line) now. The first
+  // `events` starts it too; an `error` before it is a plain error answer (its own status).
+  std::function<void()> open;
 };
+
+// A fresh completion id ("cmpl-..."), and the time for `created`.
+std::string completion_id();
+std::int64_t unix_now();
 
 service::StreamEvents completion_events(const api::CompletionRequest& request, const service::Prepared& prepared,
                                         ReplySink sink);

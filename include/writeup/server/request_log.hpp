@@ -11,6 +11,7 @@
 // Writing never throws and never blocks on a slow sink (util/logging's request logger).
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,12 +30,17 @@ struct RequestRecord {
   std::string model;
   int prompt_tokens = -1;         // -1: unknown (not tokenized)
   int generated_tokens = -1;
-  std::shared_ptr<service::RequestTrace> trace;  // its cache outcome; null: not started
+  // The cache outcome of each of its generations (one per prompt of a prompt array); empty: none
+  // started.
+  std::vector<std::shared_ptr<service::RequestTrace>> traces;
   int status = 0;                 // HTTP status (0 on WebSocket)
   std::string finish;             // finish reasons ("length", "stop,length"), or an error code
   Clock::time_point arrived = Clock::now();
   std::optional<Clock::time_point> first_output;
   bool logged = false;
+  // Guards generated_tokens and finish while the events of several prompts' generations (on the
+  // output pool's threads) add to them.
+  std::mutex mutex;
 
   void mark_output() {
     if (!first_output) first_output = Clock::now();
@@ -44,7 +50,8 @@ struct RequestRecord {
   static service::StreamEvents observe(service::StreamEvents events, std::shared_ptr<RequestRecord> record);
 };
 
-// Model, prompt tokens and the cache outcome's trace of a prepared request.
+// Model, prompt tokens and the cache outcome's trace of a prepared request (of one prompt: the
+// prompt tokens of several add up).
 void note_prepared(RequestRecord& record, const service::Prepared& prepared);
 
 // The process's log format (ServerConfig::log_format == "json"; set by the Listener).

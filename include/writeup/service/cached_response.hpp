@@ -12,7 +12,7 @@ namespace writeup::service {
 // The cache key of a request: the API's key space ("writeup" or "openai": their outputs
 // differ), the model's name and weights fingerprint, the prompt as sent and every generation
 // parameter after defaults were applied (floats compared as the float the server uses, so
-// 0.7 and 0.70 are one key), seed, n and stop strings. "" when `fingerprint` is empty (model
+// 0.7 and 0.70 are one key), seed, n, stop strings and logit_bias. "" when `fingerprint` is empty (model
 // not loaded: nothing is cached).
 std::string response_cache_key(std::string_view space, const std::string& model, const std::string& fingerprint,
                                const std::string& prompt, const generate::GenerationRequest& request);

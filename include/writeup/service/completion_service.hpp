@@ -32,7 +32,8 @@ struct Prepared {
   int prompt_tokens = 0;     // after any truncation
   int truncated_tokens = 0;  // prompt tokens dropped on the left (writeup protocol only)
   std::string cache_key;     // "" = not cached (no cache configured, or model not loaded)
-  OutputOptions output;      // when text streams (the protocol's rule)
+  OutputOptions output;      // when text streams (the protocol's rule), logprobs
+  std::string prompt_text;   // the prompt as text (token-id prompts decoded): what echo returns
   // Filled by start() (cache outcome) for the request's log line; shared by copies.
   std::shared_ptr<RequestTrace> trace = std::make_shared<RequestTrace>();
 };
@@ -48,11 +49,20 @@ class CompletionService {
   // Validate and tokenize; throw api::ApiError (404 unknown model, 400 too long for the
   // OpenAI API; the writeup protocol keeps the most recent tokens instead).
   Prepared prepare(const api::WriteupRequest& request) const;
+  // The first (usually only) prompt of an OpenAI request.
   Prepared prepare(const api::CompletionRequest& request) const;
+  // Every prompt of an OpenAI request (api::prompt_list), each its own generation of
+  // request.candidates() sequences. Token ids (prompt, logit_bias) are checked against the
+  // model's vocabulary (400 naming the field). Requests that ask for logprobs or rank best_of
+  // are neither cached nor joined: the cache keeps no logprobs.
+  std::vector<Prepared> prepare_all(const api::CompletionRequest& request) const;
 
   // Starts, joins or answers from the cache (a memory hit is answered before this returns, even
   // while the engine is full). Throws api::ApiError 429 queue_full when the cache's claim queue
-  // or the worker's queue is full. Events may arrive before this returns.
+  // or the worker's queue is full. Events may arrive before this returns. Admission is an
+  // event: on_admitted once a worker's queue took the generation (or the flight joined had
+  // been), on_done for a stored response, on_error 429 when a cache miss then finds the
+  // worker's queue full: a streaming answer waits for one of them before its status line.
   std::shared_ptr<Subscription> start(Prepared prepared, StreamEvents events);
 
   // Stops the cache's thread: claims still waiting are answered (they find no worker to run

@@ -21,6 +21,11 @@ struct TextDelta {
   int index = 0;
   std::string text;
   int tokens = 0;
+  // Only when the request asked for logprobs (OutputOptions::logprobs): the tokens whose text
+  // this delta completes (a token is reported with the delta that carries its text's end), and
+  // on a sequence's first delta the prompt's logprobs (GenerationRequest::prompt_logprobs).
+  std::vector<generate::TokenLogprob> logprobs;
+  std::vector<generate::TokenLogprob> prompt_logprobs;
 };
 
 // What a started generation reports. Callbacks run on the output processor's executor or the
@@ -32,6 +37,9 @@ struct StreamEvents {
   std::function<void(const std::vector<TextDelta>& deltas)> on_text;
   std::function<void(const std::vector<generate::GeneratedSequence>&)> on_done;
   std::function<void(const ServiceError&)> on_error;
+  // The request got its place: a worker's queue accepted the generation (or, for a joiner, the
+  // flight it joined had). A stored response's on_done comes without it; text may come first.
+  std::function<void()> on_admitted;
 };
 
 class Flight {
@@ -53,6 +61,7 @@ class Flight {
 
   // Events (from one producer at a time: the output processor, or the cache for a stored
   // response), fanned out to every subscriber. done() and error() end the flight.
+  void admit();  // the engine queued the job: on_admitted to every subscriber (and later joiners)
   void text(const std::vector<TextDelta>& deltas);
   void done(const std::vector<generate::GeneratedSequence>& results);
   void error(const ServiceError& error);
@@ -77,6 +86,7 @@ class Flight {
   std::uint64_t next_id_ = 0;
   bool ended_ = false;
   bool abandoned_ = false;
+  bool admitted_ = false;
   std::function<void()> on_abandoned_;
 };
 
@@ -85,11 +95,14 @@ class Flight {
 class Subscription {
  public:
   Subscription(std::weak_ptr<Flight> flight, std::uint64_t id) : flight_(std::move(flight)), id_(id) {}
+  // Several generations as one (a request with several prompts): cancel() leaves them all.
+  explicit Subscription(std::vector<std::shared_ptr<Subscription>> parts) : id_(0), parts_(std::move(parts)) {}
   void cancel();
 
  private:
   std::weak_ptr<Flight> flight_;
   std::uint64_t id_;
+  std::vector<std::shared_ptr<Subscription>> parts_;
 };
 
 }  // namespace writeup::service

@@ -35,6 +35,12 @@ struct OutputOptions {
   // updated_response rule). Under every_words the text not yet released at the end comes
   // only with the final texts (on_done).
   int every_words = 0;
+  // Report log-probabilities: text is released at token boundaries and each TextDelta carries
+  // the tokens whose text it is (a sequence's first one also the prompt's, when the engine
+  // reports them); each final GeneratedSequence has its `logprobs` (the tokens of its text:
+  // those cut off by a stop string are dropped, one partly before the cut stays) and
+  // `prompt_logprobs`.
+  bool logprobs = false;
 };
 
 // What a generation produced, as the processor reports it. Called from the drains (never two
@@ -67,6 +73,7 @@ class OutputProcessor : public engine::JobSink, public std::enable_shared_from_t
   // JobSink, on the engine's thread: queue, post one drain when none is pending, return.
   void on_outputs(std::span<const engine::TokenOutput> outputs) override;
   void on_error(engine::ErrorKind kind, const std::string& message) override;
+  void on_prompt_logprobs(std::vector<engine::TokenOutput> prompt) override;
 
   // The log-probabilities of sequence `index`'s tokens (EOS excluded). Read them from on_done.
   const std::vector<TokenLogprobs>& logprobs(int index) const;
@@ -94,10 +101,12 @@ class OutputProcessor : public engine::JobSink, public std::enable_shared_from_t
   std::mutex mutex_;
   std::vector<engine::TokenOutput> queued_;
   std::optional<std::pair<engine::ErrorKind, std::string>> error_;
+  std::vector<generate::TokenLogprob> prompt_queued_;
   bool draining_ = false;  // a drain is posted or running
 
   // The drains' own state (one drain at a time).
   std::vector<Sequence> seqs_;
+  std::vector<generate::TokenLogprob> prompt_logprobs_;
   bool over_ = false;  // done or error reported: nothing more is
 };
 
