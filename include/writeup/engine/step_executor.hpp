@@ -1,7 +1,9 @@
 #pragma once
-// Runs the Scheduler's step plans on a model: the forward pass (ModelRunner), sampling (one
-// generate::Sampler per sequence, in parallel), each token's log-probability and its top
-// alternatives. The worker's thread only.
+// Runs the Scheduler's step plans on a model: the forward pass (ModelRunner), a request's
+// logit_bias added to its logits rows, sampling (one generate::Sampler per sequence, in
+// parallel), each token's log-probability and its top alternatives, and the prompt logprobs
+// of the chunks that kept their hidden states (ModelRunner::score), handed to the scheduler
+// once with the prompt's last chunk. The worker's thread only.
 #include <chrono>
 #include <functional>
 #include <memory>
