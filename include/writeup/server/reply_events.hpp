@@ -1,6 +1,7 @@
 #pragma once
-// How a generation's outcome becomes the wire bytes of an HTTP answer: the StreamEvents of one
-// POST /v1/completions (one JSON answer or server-sent events) or POST /v1/generate request.
+// How a generation's outcome becomes the wire bytes of an HTTP answer: the ReplySink every
+// answer goes through, and the StreamEvents of one POST /v1/generate request (POST
+// /v1/completions and /v1/chat/completions answer through server/completion_reply).
 // The events run on the output processor's executor (or the cache's thread for a stored
 // response), never on the engine's: they build the bytes there (through api::wire_dump, so they
 // never throw on the text) and hand them to a ReplySink, which takes them to the connection's
@@ -34,8 +35,6 @@ struct ReplySink {
 std::string completion_id();
 std::int64_t unix_now();
 
-service::StreamEvents completion_events(const api::CompletionRequest& request, const service::Prepared& prepared,
-                                        ReplySink sink);
 service::StreamEvents generate_events(const api::WriteupRequest& request, const service::Prepared& prepared,
                                       ReplySink sink);
 
