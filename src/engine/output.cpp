@@ -20,6 +20,7 @@ const char* to_string(ErrorKind kind) {
     case ErrorKind::invalid: return "invalid_request";
     case ErrorKind::timeout: return "timeout";
     case ErrorKind::shutdown: return "shutting_down";
+    case ErrorKind::unavailable: return "model_unavailable";
     case ErrorKind::internal: return "internal_error";
   }
   return "internal_error";

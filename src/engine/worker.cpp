@@ -308,7 +308,7 @@ void Worker::run() {
     }
     if (!loop.scheduler) {
       for (auto& job : incoming) {
-        deliver_error(options_.model_name, *job, ErrorKind::internal,
+        deliver_error(options_.model_name, *job, ErrorKind::unavailable,
                       "model " + options_.model_name + " is not loaded: " + load_error_);
       }
       std::lock_guard lock(s.mutex);

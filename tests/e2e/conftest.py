@@ -19,7 +19,7 @@ START_TIMEOUT_S = float(os.environ.get("WRITEUP_START_TIMEOUT_S", "60"))
 
 
 class Server:
-    def __init__(self, *args, config=None, env=None, binary=None):
+    def __init__(self, *args, config=None, env=None, binary=None, wait_ready=True):
         cmd = [binary or SERVER_BIN, "--host", "127.0.0.1", "--port", "0", "--log-level", "warn"]
         self._config_file = None
         if config is not None:
@@ -43,12 +43,13 @@ class Server:
         self.port = int(self.url.rsplit(":", 1)[1])
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         deadline = time.time() + START_TIMEOUT_S
-        while time.time() < deadline:
+        while wait_ready and time.time() < deadline:
             if requests.get(self.url + "/ready", timeout=5).status_code == 200:
                 break
             time.sleep(0.05)
         else:
-            raise RuntimeError("server never became ready")
+            if wait_ready:
+                raise RuntimeError("server never became ready")
 
     def _drain(self, lines):
         for line in self.proc.stdout:

@@ -23,6 +23,7 @@ enum class ErrorKind : std::uint8_t {
   invalid,        // the request cannot run on this model (too long, too many sequences, bad ids)
   timeout,        // its deadline passed before it finished
   shutdown,       // the server is stopping
+  unavailable,    // the model could not be loaded on this worker (its weights are missing, say)
   internal,       // a bug, or the device failed: never the client's fault
 };
 const char* to_string(ErrorKind kind);
