@@ -230,7 +230,7 @@ TEST(WorkerFaults, AVocabularySmallerThanTheTokenizersFailsTheLoadWithTheSizes) 
   EXPECT_FALSE(worker->ready());
   EXPECT_NE(worker->load_error().find("50000"), std::string::npos) << worker->load_error();
   EXPECT_NE(worker->load_error().find("50257"), std::string::npos) << worker->load_error();
-  EXPECT_EQ(submit(*worker, request("Hello", 5, 1)).get().error, "internal_error");
+  EXPECT_EQ(submit(*worker, request("Hello", 5, 1)).get().error, "model_unavailable");
 }
 
 TEST(WorkerFaults, ThePickSkipsAWorkerWhoseLoadFailed) {

@@ -327,7 +327,7 @@ TEST(Worker, ABudgetTooSmallForTheLargestRequestFailsTheLoadClearly) {
   EXPECT_NE(worker->load_error().find("holds 2 sequence(s) of 64 positions"), std::string::npos) << worker->load_error();
   EXPECT_NE(worker->load_error().find("kv_cache_mb"), std::string::npos);
   std::mt19937 rng(5);
-  EXPECT_EQ(run(*worker, request(0, rng))->error(), "internal_error");
+  EXPECT_EQ(run(*worker, request(0, rng))->error(), "model_unavailable");
 }
 
 TEST(Worker, EachTokenComesWithItsLogprobAndTheTopAlternatives) {
