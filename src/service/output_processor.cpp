@@ -9,12 +9,6 @@
 namespace writeup::service {
 namespace {
 
-generate::TokenLogprob to_logprob(const TokenLogprobs& t) {
-  generate::TokenLogprob out{t.token, t.logprob, {}};
-  for (const auto& a : t.top) out.top.emplace_back(a.token, a.logprob);
-  return out;
-}
-
 generate::TokenLogprob to_logprob(const engine::TokenOutput& o) {
   generate::TokenLogprob out{o.token, o.logprob, {}};
   for (int k = 0; k < std::min<int>(o.n_top, engine::kMaxTopLogprobs); ++k) {
@@ -30,7 +24,7 @@ struct OutputProcessor::Sequence {
   text::StreamDecoder decoder;
   std::string text;           // decoded so far, cut before a stop string
   std::vector<int> tokens;    // EOS excluded
-  std::vector<TokenLogprobs> logprobs;
+  std::vector<generate::TokenLogprob> logprobs;  // one per token, kept for every token of the text
   // Per token: the size of `text` once its bytes were decoded (npos while they wait for the rest
   // of a character); tokens_pending: the first token still waiting.
   std::vector<std::size_t> ends;
@@ -89,7 +83,7 @@ void OutputProcessor::on_prompt_logprobs(std::vector<engine::TokenOutput> prompt
   for (const auto& o : prompt) prompt_queued_.push_back(to_logprob(o));
 }
 
-const std::vector<TokenLogprobs>& OutputProcessor::logprobs(int index) const {
+const std::vector<generate::TokenLogprob>& OutputProcessor::logprobs(int index) const {
   return seqs_.at(static_cast<std::size_t>(index)).logprobs;
 }
 
@@ -147,9 +141,7 @@ void OutputProcessor::process(const engine::TokenOutput& o) {
   const bool eos = o.finish == engine::FinishReason::eos;
   if (o.token >= 0 && !eos) {
     s.tokens.push_back(o.token);
-    TokenLogprobs lp{o.token, o.logprob, {}};
-    lp.top.assign(o.top.begin(), o.top.begin() + std::min<int>(o.n_top, engine::kMaxTopLogprobs));
-    s.logprobs.push_back(std::move(lp));
+    s.logprobs.push_back(to_logprob(o));
     s.ends.push_back(std::string::npos);
     const bool stopped = append(s, s.decoder.push(o.token));
     if (stopped) {
@@ -249,7 +241,7 @@ void OutputProcessor::release() {
       auto& d = deltas.back();
       for (; s.carried < s.logprobs.size(); ++s.carried) {
         if (!s.finish && (s.ends[s.carried] == std::string::npos || s.ends[s.carried] > safe)) break;
-        d.logprobs.push_back(to_logprob(s.logprobs[s.carried]));
+        d.logprobs.push_back(s.logprobs[s.carried]);
       }
       if (!s.prompt_sent) d.prompt_logprobs = prompt_logprobs_;
       s.prompt_sent = true;
@@ -273,7 +265,7 @@ void OutputProcessor::finish() {
   for (const auto& s : seqs_) {
     generate::GeneratedSequence r{s.tokens, s.text, s.finish, {}, {}};
     if (options_.logprobs) {
-      for (const auto& lp : s.logprobs) r.logprobs.push_back(to_logprob(lp));
+      r.logprobs = s.logprobs;
       r.prompt_logprobs = prompt_logprobs_;
     }
     results.push_back(std::move(r));

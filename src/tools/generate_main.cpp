@@ -104,7 +104,7 @@ int run(int argc, char** argv) {
     for (std::size_t i = 0; i < run.logprobs.size(); ++i) {
       for (const auto& t : run.logprobs[i]) {
         std::fprintf(stderr, "%zu %d %.4f", i, t.token, static_cast<double>(t.logprob));
-        for (const auto& alt : t.top) std::fprintf(stderr, " %d:%.4f", alt.token, static_cast<double>(alt.logprob));
+        for (const auto& [token, logprob] : t.top) std::fprintf(stderr, " %d:%.4f", token, static_cast<double>(logprob));
         std::fprintf(stderr, "\n");
       }
     }

@@ -170,7 +170,7 @@ TEST(OutputProcessor, LogprobsAreKeptPerToken) {
   ASSERT_EQ(h.processor->logprobs(0).size(), 1u);
   EXPECT_FLOAT_EQ(h.processor->logprobs(0)[0].logprob, -0.5f);
   ASSERT_EQ(h.processor->logprobs(0)[0].top.size(), 2u);
-  EXPECT_EQ(h.processor->logprobs(0)[0].top[1].token, 7);
+  EXPECT_EQ(h.processor->logprobs(0)[0].top[1].first, 7);
 }
 
 // Issue 13: logprobs must match the returned text.

@@ -34,7 +34,7 @@ class LocalEngine {
 
   struct Result {
     std::vector<generate::GeneratedSequence> sequences;
-    std::vector<std::vector<TokenLogprobs>> logprobs;  // per sequence, per token of its text
+    std::vector<std::vector<generate::TokenLogprob>> logprobs;  // per sequence, per token of its text
   };
   // Runs `request` to its end. `on_output` (optional) sees every typed output on the engine's
   // thread as it comes (for timing); the texts are built by an OutputProcessor. Throws

@@ -52,13 +52,6 @@ struct OutputEvents {
   std::function<void(engine::ErrorKind kind, const std::string& message)> on_error;
 };
 
-// The model's view of one token of a sequence, kept for every token of the text.
-struct TokenLogprobs {
-  int token = -1;
-  float logprob = 0;
-  std::vector<engine::Logprob> top;  // the request's `logprobs` most likely alternatives
-};
-
 class OutputProcessor : public engine::JobSink, public std::enable_shared_from_this<OutputProcessor> {
  public:
   // `request`: its n and stop strings are used. The tokenizer must outlive the processor.
@@ -76,7 +69,7 @@ class OutputProcessor : public engine::JobSink, public std::enable_shared_from_t
   void on_prompt_logprobs(std::vector<engine::TokenOutput> prompt) override;
 
   // The log-probabilities of sequence `index`'s tokens (EOS excluded). Read them from on_done.
-  const std::vector<TokenLogprobs>& logprobs(int index) const;
+  const std::vector<generate::TokenLogprob>& logprobs(int index) const;
 
  private:
   struct Sequence;
