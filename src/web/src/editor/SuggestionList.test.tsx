@@ -1,0 +1,62 @@
+import { cleanup, fireEvent, render, screen } from "@testing-library/react";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { describeLatency, SuggestionList, type SuggestionView } from "./SuggestionList";
+
+const done: SuggestionView = { texts: ["and the wind", "when the rain"], streaming: false, firstFrameMs: 41.6, elapsedMs: 180.2, seed: 42 };
+
+function renderList(props: Partial<Parameters<typeof SuggestionList>[0]> = {}) {
+  const handlers = { onPick: vi.fn(), onHover: vi.fn(), onMoreLikeThis: vi.fn() };
+  render(<SuggestionList view={done} error={null} selected={-1} waiting={false} {...handlers} {...props} />);
+  return handlers;
+}
+
+afterEach(cleanup);
+
+describe("SuggestionList", () => {
+  it("lists the suggestions as options and marks the selected one", () => {
+    renderList({ selected: 1 });
+    const options = screen.getAllByRole("option");
+    expect(options.map((o) => o.textContent)).toEqual(["and the wind", "when the rain"]);
+    expect(options[1].getAttribute("aria-selected")).toBe("true");
+    expect(options[0].getAttribute("aria-selected")).toBe("false");
+  });
+
+  it("picks with a click and keeps the editor's focus (mousedown prevented)", () => {
+    const h = renderList();
+    const option = screen.getAllByRole("option")[1];
+    expect(fireEvent.mouseDown(option)).toBe(false); // default prevented
+    fireEvent.click(option);
+    expect(h.onPick).toHaveBeenCalledWith(1);
+  });
+
+  it("shows an error as an alert and offers nothing to insert", () => {
+    renderList({ view: null, error: { code: "invalid_value", message: "length (200) does not fit", field: "length" } });
+    expect(screen.getByRole("alert").textContent).toContain("length (200) does not fit");
+    expect(screen.queryAllByRole("option")).toEqual([]);
+    expect(screen.getByTestId("live").textContent).toBe("Error: length (200) does not fit");
+  });
+
+  it("announces the count once the suggestions are complete, not while streaming", () => {
+    renderList({ view: { ...done, streaming: true } });
+    expect(screen.getByTestId("live").textContent).toBe("");
+    cleanup();
+    renderList();
+    expect(screen.getByTestId("live").textContent).toBe("2 suggestions");
+  });
+
+  it("shows the latency and a more-like-this button when done", () => {
+    const h = renderList();
+    expect(screen.getByText("first words 42 ms, done 180 ms")).toBeTruthy();
+    fireEvent.click(screen.getByRole("button", { name: "More like this" }));
+    expect(h.onMoreLikeThis).toHaveBeenCalledOnce();
+  });
+
+  it("says it is thinking while a request waits for its first words", () => {
+    renderList({ view: null, waiting: true });
+    expect(screen.getByText("Thinking…")).toBeTruthy();
+  });
+
+  it("describes a streaming view by its first frame only", () => {
+    expect(describeLatency({ texts: [], streaming: true, firstFrameMs: 10, elapsedMs: 50 })).toBe("first words 10 ms");
+  });
+});

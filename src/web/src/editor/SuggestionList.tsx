@@ -1,0 +1,82 @@
+import type { FrameError } from "../protocol/types";
+
+export interface SuggestionView {
+  texts: string[];
+  streaming: boolean;
+  firstFrameMs?: number;
+  elapsedMs?: number;
+  seed?: number;
+}
+
+interface Props {
+  view: SuggestionView | null;
+  error: FrameError | null;
+  selected: number;
+  waiting: boolean;
+  onPick(index: number): void;
+  onHover(index: number): void;
+  onMoreLikeThis?(): void;
+}
+
+export function describeLatency(view: SuggestionView): string {
+  const parts: string[] = [];
+  if (view.firstFrameMs !== undefined) parts.push(`first words ${Math.round(view.firstFrameMs)} ms`);
+  if (!view.streaming && view.elapsedMs !== undefined) parts.push(`done ${Math.round(view.elapsedMs)} ms`);
+  return parts.join(", ");
+}
+
+/**
+ * The suggestions under the editor. Errors are shown as an alert, never as an option that can be
+ * inserted. Options take mouse clicks without taking the editor's focus (mousedown is prevented).
+ */
+export function SuggestionList({ view, error, selected, waiting, onPick, onHover, onMoreLikeThis }: Props) {
+  // view.texts holds only non-empty suggestions (useSuggestions drops blank ones), so indices match `selected`
+  const options = view ? view.texts.map((t, i) => ({ t, i })) : [];
+  const announcement = error
+    ? `Error: ${error.message}`
+    : view && !view.streaming
+      ? `${options.length} suggestion${options.length === 1 ? "" : "s"}`
+      : "";
+  return (
+    <section className="suggestions" aria-label="Suggestions">
+      <div className="sr-only" aria-live="polite" data-testid="live">
+        {announcement}
+      </div>
+      {error && (
+        <div role="alert" className="suggestion-error">
+          {error.message}
+          {error.field ? <span className="error-field"> ({error.field})</span> : null}
+        </div>
+      )}
+      {!error && waiting && options.length === 0 && <div className="suggestion-status">Thinking…</div>}
+      {options.length > 0 && (
+        <ul role="listbox" id="suggestion-list" aria-label="Suggestions" className="suggestion-list">
+          {options.map(({ t, i }) => (
+            <li
+              key={i}
+              id={`suggestion-${i}`}
+              role="option"
+              aria-selected={i === selected}
+              className={i === selected ? "suggestion selected" : "suggestion"}
+              onMouseDown={(e) => e.preventDefault()}
+              onMouseEnter={() => onHover(i)}
+              onClick={() => onPick(i)}
+            >
+              {t}
+            </li>
+          ))}
+        </ul>
+      )}
+      {view && options.length > 0 && (
+        <div className="suggestion-meta">
+          <span>{view.streaming ? "streaming…" : describeLatency(view)}</span>
+          {!view.streaming && onMoreLikeThis && (
+            <button type="button" className="link" onMouseDown={(e) => e.preventDefault()} onClick={onMoreLikeThis}>
+              More like this
+            </button>
+          )}
+        </div>
+      )}
+    </section>
+  );
+}
