@@ -83,6 +83,15 @@ const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? 
 const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
 page.setDefaultTimeout(10000);
 const consoleErrors = [];
+const sentFrames = []; // what the page sent on its WebSockets, parsed
+page.on("websocket", (ws) => ws.on("framesent", (f) => {
+  try {
+    sentFrames.push(JSON.parse(String(f.payload)));
+  } catch {
+    sentFrames.push({ unparsable: String(f.payload) });
+  }
+}));
+const lastRequest = () => sentFrames.filter((f) => f.message_type === "new_request").at(-1);
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
 const url = `http://127.0.0.1:${port}/`;
 const editor = page.getByTestId("editor");
@@ -146,6 +155,16 @@ try {
     await page.keyboard.press("Control+End");
     await page.keyboard.type(" model ");
     await options.first().waitFor();
+    assert(lastRequest()?.model_name === "tiny-gpt2", `model_name not sent: ${JSON.stringify(lastRequest())}`);
+    assert(lastRequest()?.length === 12 && lastRequest()?.batch_size === 3, "settings not sent");
+  });
+  await check("more like this asks again with a new seed", page, async () => {
+    await page.locator(".suggestion-meta", { hasText: "done" }).waitFor();
+    const before = sentFrames.length;
+    await page.getByRole("button", { name: "More like this" }).click();
+    await page.locator(".suggestion-meta", { hasText: "done" }).waitFor();
+    const again = sentFrames.slice(before).find((f) => f.message_type === "new_request");
+    assert(again && Number.isInteger(again.seed), `no new_request with a seed: ${JSON.stringify(sentFrames.slice(before))}`);
   });
   await check("reload keeps the document and the settings", page, async () => {
     const before = await docText();
