@@ -1,0 +1,89 @@
+import { act, cleanup, renderHook } from "@testing-library/react";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { DEFAULT_SETTINGS } from "../settings";
+import { useSuggestions } from "./useSuggestions";
+
+class FakeWebSocket {
+  static all: FakeWebSocket[] = [];
+  readyState = 0;
+  sent: Record<string, unknown>[] = [];
+  onopen: ((ev: unknown) => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onclose: ((ev: unknown) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  constructor(readonly url: string) {
+    FakeWebSocket.all.push(this);
+  }
+  send(data: string) {
+    this.sent.push(JSON.parse(data));
+  }
+  close() {
+    this.readyState = 3;
+  }
+  open() {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+  frame(message: Record<string, unknown>) {
+    this.onmessage?.({ data: JSON.stringify({ message }) });
+  }
+}
+
+const live = () => FakeWebSocket.all.filter((s) => s.readyState !== 3).at(-1) as FakeWebSocket;
+
+beforeEach(() => {
+  FakeWebSocket.all = [];
+  vi.stubGlobal("WebSocket", FakeWebSocket);
+});
+afterEach(() => {
+  cleanup();
+  vi.unstubAllGlobals();
+});
+
+describe("useSuggestions", () => {
+  const settings = { ...DEFAULT_SETTINGS, batchSize: 3, length: 8, model: "tiny-gpt2" };
+
+  it("opens the page's same-origin socket and asks with the settings and the prompt window", () => {
+    const { result } = renderHook(() => useSuggestions(settings));
+    expect(live().url).toMatch(/^ws:\/\/[^/]*\/ws\/async\/writeup\/text_generation\/session\/[a-z0-9-]+\/$/);
+    act(() => live().open());
+    expect(result.current.connection).toBe("open");
+    act(() => result.current.ask("x".repeat(600) + " It was"));
+    expect(live().sent).toEqual([{ message_type: "new_request", prompt: "x".repeat(493) + " It was", temperature: 0.7,
+                                   top_k: 10, top_p: 0, length: 8, batch_size: 3, model_name: "tiny-gpt2" }]);
+    expect(result.current.waiting).toBe(true);
+  });
+
+  it("shows streamed suggestions without the blank ones, then completes", () => {
+    const { result } = renderHook(() => useSuggestions(settings));
+    act(() => live().open());
+    act(() => result.current.ask("It was"));
+    const base = { prompt: "It was", length: 8, model_name: "tiny-gpt2", seed: 42 };
+    act(() => live().frame({ message_type: "updated_response", ...base, text_0: "a dark", text_1: "", text_2: "the" }));
+    expect(result.current.view).toMatchObject({ texts: ["a dark", "the"], streaming: true });
+    act(() => live().frame({ message_type: "completed_response", ...base, text_0: "a dark night", text_1: "so", text_2: "the end" }));
+    expect(result.current.view).toMatchObject({ texts: ["a dark night", "so", "the end"], streaming: false });
+    expect(result.current.waiting).toBe(false);
+  });
+
+  it("an error replaces the suggestions and is not one of them", () => {
+    const { result } = renderHook(() => useSuggestions(settings));
+    act(() => live().open());
+    act(() => result.current.ask("It was"));
+    act(() => live().frame({ message_type: "error", prompt: "It was", text_0: "Error: bad", text_1: "", text_2: "",
+                             error: { code: "invalid_value", message: "bad", field: "length" } }));
+    expect(result.current.view).toBeNull();
+    expect(result.current.error).toEqual({ code: "invalid_value", message: "bad", field: "length" });
+  });
+
+  it("dismiss cancels the running request and a blank prompt asks nothing", () => {
+    const { result } = renderHook(() => useSuggestions(settings));
+    act(() => live().open());
+    act(() => result.current.ask("It was"));
+    act(() => result.current.dismiss());
+    expect(live().sent.at(-1)).toEqual({ message_type: "cancel_request" });
+    act(() => result.current.ask("   \n "));
+    expect(live().sent).toHaveLength(2);
+    expect(result.current.waiting).toBe(false);
+  });
+});
