@@ -199,6 +199,18 @@ try {
     assert((await page.getByTestId("word-count").innerText()).startsWith("4002"), "word count");
     assert(await options.first().isVisible(), "suggestions of a long document are off screen");
   });
+  await check("a prompt window that would start inside an emoji", page, async () => {
+    // "a" + 300 emoji + " and " is 606 UTF-16 units: the last 500 start on a low surrogate
+    await page.evaluate(() => localStorage.setItem("writeup.document.v1", "a" + "\u{1F600}".repeat(300)));
+    await page.reload();
+    await editor.click();
+    await page.keyboard.press("Control+End");
+    await page.keyboard.type(" and ");
+    await options.first().waitFor();
+    const prompt = lastRequest()?.prompt ?? "";
+    assert(prompt.length === 499 && prompt.startsWith("\u{1F600}") && prompt.endsWith("\u{1F600} and "),
+           `prompt window ${JSON.stringify(prompt.slice(0, 8))}… (${prompt.length} units)`);
+  });
   await check("dark theme", page, async () => {
     await page.emulateMedia({ colorScheme: "dark" });
     const bg = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
