@@ -148,6 +148,7 @@ try {
     await page.getByRole("alert").filter({ hasText: "length" }).waitFor();
     assert((await options.count()) === 0, "an error became an option");
     await page.getByLabel("Length (tokens)").fill("12");
+    await page.getByRole("alert").filter({ hasText: "length" }).waitFor({ state: "detached" });
   });
   await check("the model picker changes the model", page, async () => {
     await page.getByTestId("model-picker").selectOption("tiny-gpt2");

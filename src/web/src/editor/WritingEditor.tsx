@@ -32,6 +32,12 @@ export function WritingEditor({ settings, onConnection, onText }: Props) {
     if (timer.current !== null) clearTimeout(timer.current);
   }, []);
 
+  // new settings: what is shown (or its error) was asked with the old ones
+  useEffect(() => {
+    dismiss();
+    setSelected(-1);
+  }, [settings, dismiss]);
+
   const count = view?.texts.length ?? 0;
   useEffect(() => {
     if (selected >= count) setSelected(count - 1);
