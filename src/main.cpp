@@ -61,6 +61,12 @@ int run(int argc, char** argv) {
   auto listener = std::make_shared<server::Listener>(ioc, endpoint, ctx);
   listener->run();
   std::printf("writeup-server listening on http://%s:%u\n", config.server.host.c_str(), listener->port());
+  if (!config.server.static_dir.empty()) {
+    std::printf("writeup-server page at http://%s:%u/ (files from %s)\n", config.server.host.c_str(), listener->port(),
+                config.server.static_dir.c_str());
+  } else {
+    log::info("no page at /: static_dir is off, or the editor page was not built (scripts/serve builds it with npm)");
+  }
   std::fflush(stdout);
   log::info("listening on " + config.server.host + ":" + std::to_string(listener->port()) + " with " +
             std::to_string(config.models.size()) + " model(s)");

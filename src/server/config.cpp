@@ -1,6 +1,7 @@
 #include "writeup/server/config.hpp"
 
 #include "writeup/api/openai_chat.hpp"
+#include "writeup/server/static_files.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -296,6 +297,7 @@ void ServerConfig::validate() {
       }
     }
   }
+  if (server.static_dir == "auto") server.static_dir = default_web_dir();
   if (!server.static_dir.empty()) check_static_dir(server.static_dir);
   if (defaults.model.empty()) {
     defaults.model = models.front().name;
@@ -417,7 +419,8 @@ std::string command_line_usage() {
          "  --redis URL            redis://host:port[/db] response cache, or none\n"
          "  --log-level LEVEL      trace, debug, info, warn, error or off\n"
          "  --io-threads N         network threads (default 2)\n"
-         "  --static-dir DIR       serve static files from DIR\n"
+         "  --static-dir DIR       serve the files of DIR at / (default auto: the built editor page\n"
+         "                         when there is one; \"\" for none)\n"
          "  --api-key KEY          require this bearer key; repeatable, replaces the file's keys\n"
          "  --help                 show this help\n";
 }

@@ -4,8 +4,6 @@
 #include <cctype>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string_view>
 
 #include "writeup/api/fields.hpp"
@@ -13,6 +11,7 @@
 #include "writeup/api/wire_json.hpp"
 #include "writeup/server/cors.hpp"
 #include "writeup/server/server_context.hpp"
+#include "writeup/server/static_files.hpp"
 #include "writeup/text/bpe_tokenizer.hpp"
 
 namespace writeup::server {
@@ -46,65 +45,6 @@ bool is_ws_path(std::string_view path) {
   return std::all_of(id.begin(), id.end(), [](char c) {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
   });
-}
-
-std::string content_type_for(const std::filesystem::path& p) {
-  const auto ext = p.extension().string();
-  if (ext == ".html" || ext == ".htm") return "text/html; charset=utf-8";
-  if (ext == ".js") return "text/javascript";
-  if (ext == ".css") return "text/css";
-  if (ext == ".json") return "application/json";
-  if (ext == ".svg") return "image/svg+xml";
-  if (ext == ".png") return "image/png";
-  if (ext == ".ico") return "image/x-icon";
-  return "application/octet-stream";
-}
-
-}  // namespace
-
-std::optional<std::filesystem::path> contained_file(const std::string& root_dir, std::string_view target_path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const auto root = fs::canonical(root_dir, ec);
-  if (ec || root.empty() || !fs::is_directory(root, ec)) return std::nullopt;
-  fs::path rel;
-  std::size_t pos = 0;
-  while (pos <= target_path.size()) {
-    auto slash = target_path.find('/', pos);
-    if (slash == std::string_view::npos) slash = target_path.size();
-    const auto segment = target_path.substr(pos, slash - pos);
-    pos = slash + 1;
-    if (segment.empty() || segment == ".") continue;
-    if (segment == ".." || segment.find('\0') != std::string_view::npos || segment.find('\\') != std::string_view::npos) {
-      return std::nullopt;
-    }
-    rel /= std::string(segment);
-  }
-  if (rel.empty()) rel = "index.html";
-  const auto file = fs::canonical(root / rel, ec);
-  if (ec) return std::nullopt;
-  const auto [r, f] = std::mismatch(root.begin(), root.end(), file.begin(), file.end());
-  if (r != root.end() || !fs::is_regular_file(file, ec)) return std::nullopt;
-  return file;
-}
-
-namespace {
-
-Response static_file(const Request& req, const ServerContext& ctx) {
-  const auto found = contained_file(ctx.config.server.static_dir, path_of(req));
-  if (!found) {
-    throw api::ApiError(404, "not_found", "no such route: " + std::string(req.method_string()) + " " + path_of(req));
-  }
-  const auto& file = *found;
-  std::ifstream in(file, std::ios::binary);
-  std::ostringstream body;
-  body << in.rdbuf();
-  Response res{http::status::ok, req.version()};
-  res.set(http::field::content_type, content_type_for(file));
-  res.body() = body.str();
-  res.keep_alive(req.keep_alive());
-  res.prepare_payload();
-  return res;
 }
 
 // When the model's weights were written (Unix seconds; 0 when unknown): OpenAI's `created`.
@@ -227,6 +167,12 @@ bool needs_key(const std::string& path) {
   return path != "/health" && path != "/ready" && path != "/metrics";
 }
 
+// Paths the API owns: never answered from static_dir, whatever files it holds.
+bool is_api_path(const std::string& path) {
+  return path == "/health" || path == "/ready" || path == "/metrics" || path == "/v1" || path.rfind("/v1/", 0) == 0 ||
+         path.rfind("/ws/", 0) == 0;
+}
+
 }  // namespace
 
 nlohmann::json request_fields(const Request& req) {
@@ -313,8 +259,13 @@ Response handle_immediate(const Request& req, ServerContext& ctx) {
   const auto path = path_of(req);
   try {
     if (req.method() == http::verb::options) return options_response(req, ctx);
-    check_api_key(req, ctx);
     const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+    // The page and its assets are public (a browser cannot send a key to load them); the page
+    // then sends the key with its API requests.
+    if (get && !ctx.config.server.static_dir.empty() && !is_api_path(path)) {
+      if (auto res = static_response(req, path, ctx.config.server.static_dir)) return std::move(*res);
+    }
+    check_api_key(req, ctx);
     const bool post = req.method() == http::verb::post;
     if (path == "/health" && get) return json_response(req, 200, R"({"status":"ok"})");
     if (path == "/ready" && get) {
@@ -337,7 +288,6 @@ Response handle_immediate(const Request& req, ServerContext& ctx) {
                           "/v1/completions", "/v1/chat/completions", "/v1/generate"}) {
       if (path == p) throw api::ApiError(405, "method_not_allowed", std::string(req.method_string()) + " is not allowed on " + path);
     }
-    if (get && !ctx.config.server.static_dir.empty()) return static_file(req, ctx);
     throw api::ApiError(404, "not_found", "no such route: " + std::string(req.method_string()) + " " + path);
   } catch (const api::ApiError& e) {
     return error_response(req, e);

@@ -23,12 +23,15 @@ class Server:
         cmd = [binary or SERVER_BIN, "--host", "127.0.0.1", "--port", "0", "--log-level", "warn"]
         self._config_file = None
         if config is not None:
+            # No page at / unless a test asks for one (the default, "auto", serves the editor
+            # bundle when src/web/dist was built, and would answer unknown GETs with its page).
+            config = {**config, "server": {"static_dir": None, **config.get("server", {})}}
             self._config_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
             json.dump(config, self._config_file)
             self._config_file.close()
             cmd += ["--config", self._config_file.name]
         else:
-            cmd += ["--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}"]
+            cmd += ["--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}", "--static-dir", ""]
         cmd += list(args)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      errors="replace", env={**os.environ, **(env or {})})

@@ -10,7 +10,7 @@
 #include "writeup/api/api_error.hpp"
 #include "writeup/api/fields.hpp"
 #include "writeup/server/pending_heads.hpp"
-#include "writeup/server/router.hpp"
+#include "writeup/server/static_files.hpp"
 
 namespace fs = std::filesystem;
 using writeup::server::contained_file;
@@ -96,4 +96,38 @@ TEST(ApiError, ToWireReplacesInvalidUtf8) {
   const auto wire = e.to_wire();
   EXPECT_NE(wire.find("GET /\xEF\xBF\xBD"), std::string::npos) << wire;
   EXPECT_FALSE(nlohmann::json::parse(wire, nullptr, false).is_discarded()) << wire;
+}
+
+// Issue 14: what the editor page's bundle needs from the static files.
+TEST(StaticFiles, HashedAssetsPageRoutesAndTypes) {
+  using writeup::server::content_type_for;
+  using writeup::server::is_hashed_asset;
+  using writeup::server::is_page_route;
+  EXPECT_TRUE(is_hashed_asset("/assets/index-B4x_9kQz.js"));
+  EXPECT_TRUE(is_hashed_asset("/assets/index-DiwrgTda.css"));
+  EXPECT_FALSE(is_hashed_asset("/assets/index.js"));        // no hash
+  EXPECT_FALSE(is_hashed_asset("/assets/index-abc.js"));    // too short to be one
+  EXPECT_FALSE(is_hashed_asset("/index-B4x_9kQz.js"));      // not under /assets/
+  EXPECT_FALSE(is_hashed_asset("/assets/x/y-B4x_9kQz.js"));  // nested
+  EXPECT_FALSE(is_hashed_asset("/assets/a-B4x_9k!z.js"));
+  EXPECT_TRUE(is_page_route("/"));
+  EXPECT_TRUE(is_page_route("/settings"));
+  EXPECT_TRUE(is_page_route("/doc/42/"));
+  EXPECT_FALSE(is_page_route("/favicon.ico"));
+  EXPECT_FALSE(is_page_route("/assets/missing-12345678.js"));
+  EXPECT_FALSE(is_page_route("/v1/nope"));
+  EXPECT_FALSE(is_page_route("/v1"));
+  EXPECT_FALSE(is_page_route("/ws/other"));
+  EXPECT_FALSE(is_page_route("//etc/hostname"));
+  EXPECT_FALSE(is_page_route("/a/../b"));
+  EXPECT_FALSE(is_page_route("/a/./b"));
+  EXPECT_FALSE(is_page_route("/a\\b"));
+  EXPECT_FALSE(is_page_route(std::string_view("/a\0b", 4)));
+  EXPECT_FALSE(is_page_route(""));
+  EXPECT_EQ(content_type_for("a/index.html"), "text/html; charset=utf-8");
+  EXPECT_EQ(content_type_for("x.js"), "text/javascript; charset=utf-8");
+  EXPECT_EQ(content_type_for("x.css"), "text/css; charset=utf-8");
+  EXPECT_EQ(content_type_for("x.woff2"), "font/woff2");
+  EXPECT_EQ(content_type_for("x.svg"), "image/svg+xml");
+  EXPECT_EQ(content_type_for("x.unknown"), "application/octet-stream");
 }

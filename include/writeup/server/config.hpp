@@ -38,7 +38,10 @@ struct ServerConfig {
     int io_threads = 2;                        // 1..64
     std::vector<std::string> api_keys;         // empty = no auth
     std::vector<std::string> allowed_origins;  // empty = any Origin for WebSocket upgrades
-    std::string static_dir;                    // empty = no static files; else an existing directory
+    // Files served at / (the editor page): "auto" = the built editor bundle when there is one
+    // (static_files.hpp's default_web_dir(), resolved by validate()); "" or null = none (the API
+    // alone); else an existing directory.
+    std::string static_dir = "auto";
   } server;
   // Per-request and per-connection limits.
   struct Limits {

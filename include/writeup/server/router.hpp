@@ -45,12 +45,6 @@ Response options_response(const Request& req, const ServerContext& ctx);
 nlohmann::json request_fields(const Request& req);
 Response error_response(const Request& req, const api::ApiError& error);
 
-// The regular file under `root_dir` that a request path names ("/" = index.html), or nullopt.
-// Containment holds twice: the path is rebuilt from its segments with empty and "." ones
-// dropped and ".." refused (so "//etc/hostname" and "/../x" stay inside), and the resolved
-// file (symlinks followed) must still lie under the resolved root. A missing root gives nullopt.
-std::optional<std::filesystem::path> contained_file(const std::string& root_dir, std::string_view target_path);
-
 // Every route that answers without the engine: health, ready, metrics, models, tokenize,
 // detokenize, static files, and 404/405 for the rest. Never throws (what a request raises
 // becomes its error response). Tokenize and detokenize cost CPU in proportion to the body:
