@@ -3,8 +3,8 @@
 # Idempotent: packages already present are skipped by apt. Works as root or via sudo.
 #   scripts/install-deps.sh          everything: build, tests, sanitizers, fuzzers, benchmarks
 #                                    (what scripts/test and CI run)
-#   scripts/install-deps.sh --serve  only what building and running the server needs
-#                                    (scripts/serve): no test tools, services or npm
+#   scripts/install-deps.sh --serve  only what building and running the server and its editor
+#                                    page needs (scripts/serve): no test tools or services
 set -euo pipefail
 
 SERVE_ONLY=0
@@ -25,6 +25,11 @@ PACKAGES=(
   # scripts/serve and fetch-model
   curl python3
 )
+# node and npm build the editor page (src/web) and run the JS test clients; some images ship a
+# Node.js whose package conflicts with Debian's npm, so take Debian's only when node is absent.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 if [ "$SERVE_ONLY" -eq 0 ]; then
   PACKAGES+=(
     libgtest-dev libgmock-dev
@@ -36,12 +41,9 @@ if [ "$SERVE_ONLY" -eq 0 ]; then
     python3-pytest python3-websockets python3-requests
     # deployment tests (tests/deploy): scale-out proxy, compose validation, k8s YAML, script lint
     nginx docker-compose python3-yaml shellcheck
+    # the editor page's browser test (src/web/e2e): Debian's chromium, driven by playwright-core
+    chromium fonts-dejavu-core
   )
-  # node and npm run the JS reference tokenizer; some images ship a Node.js whose
-  # package conflicts with Debian's npm, so take Debian's only when node is absent.
-  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    PACKAGES+=(nodejs npm)
-  fi
 fi
 
 SUDO=""
@@ -73,4 +75,11 @@ if [ "$SERVE_ONLY" -eq 0 ] && { [ ! -f "$ROOT/tests/node/node_modules/gpt-3-enco
                                 [ ! -f "$ROOT/tests/node/node_modules/openai/package.json" ]; }; then
   echo "install-deps: npm install in tests/node (gpt-3-encoder, openai)"
   (cd "$ROOT/tests/node" && npm install --no-audit --no-fund --loglevel=error)
+fi
+# src/web's npm packages (the editor page: React, Slate, Vite, Vitest, ESLint, playwright-core;
+# pinned by its package-lock.json) for the page's build and tests.
+if [ "$SERVE_ONLY" -eq 0 ] && { [ ! -f "$ROOT/src/web/node_modules/.package-lock.json" ] ||
+                                [ "$ROOT/src/web/package-lock.json" -nt "$ROOT/src/web/node_modules/.package-lock.json" ]; }; then
+  echo "install-deps: npm ci in src/web (the editor page)"
+  (cd "$ROOT/src/web" && npm ci --no-audit --no-fund --loglevel=error)
 fi
