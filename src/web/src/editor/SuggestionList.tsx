@@ -1,4 +1,4 @@
-import type { FrameError } from "../protocol/types";
+import type { CacheOutcome, FrameError } from "../protocol/types";
 
 export interface SuggestionView {
   texts: string[];
@@ -6,6 +6,15 @@ export interface SuggestionView {
   firstFrameMs?: number;
   elapsedMs?: number;
   seed?: number;
+  /** where the suggestions come from, when the server says */
+  cache?: CacheOutcome;
+}
+
+/** What a cache outcome is worth telling the writer: a hit or a shared generation; nothing otherwise. */
+export function describeCache(cache: CacheOutcome | undefined): string | null {
+  if (cache === "hit") return "from cache";
+  if (cache === "join") return "shared";
+  return null;
 }
 
 interface Props {
@@ -68,8 +77,16 @@ export function SuggestionList({ view, error, selected, waiting, onPick, onHover
         </ul>
       )}
       {view && options.length > 0 && (
-        <div className="suggestion-meta">
+        <div className="suggestion-meta" data-testid="suggestion-meta">
           <span>{view.streaming ? "streaming…" : describeLatency(view)}</span>
+          {describeCache(view.cache) && (
+            <span
+              className={`cache-badge ${view.cache ?? ""}`}
+              title={view.cache === "hit" ? "answered from the server's cache" : "shares an identical generation already running"}
+            >
+              {describeCache(view.cache)}
+            </span>
+          )}
           {!view.streaming && onMoreLikeThis && (
             <button type="button" className="link" onMouseDown={(e) => e.preventDefault()} onClick={onMoreLikeThis}>
               More like this

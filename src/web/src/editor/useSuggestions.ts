@@ -41,6 +41,7 @@ export function useSuggestions(settings: Settings): Suggestions {
             firstFrameMs: u.firstFrameMs,
             elapsedMs: u.elapsedMs,
             seed: u.frame.seed,
+            ...(u.frame.cache ? { cache: u.frame.cache } : {}),
           });
         },
         onError: (_id, e) => {
