@@ -81,6 +81,16 @@ describe("useSuggestions", () => {
     expect(result.current.view).toMatchObject({ texts: ["a", "b", "c"], streaming: false, cache: "hit" });
   });
 
+  it("takes control characters out of suggestions; one left empty is dropped", () => {
+    const { result } = renderHook(() => useSuggestions(settings));
+    act(() => live().open());
+    act(() => result.current.ask("It was"));
+    const request_id = live().sent[0].request_id;
+    act(() => live().frame({ message_type: "completed_response", prompt: "It was", length: 8, model_name: "tiny-gpt2", seed: 42, request_id,
+                             text_0: "squad\u0019ih", text_1: "\u0007\u0008", text_2: "a\nb" }));
+    expect(result.current.view?.texts).toEqual(["squadih", "a\nb"]);
+  });
+
   it("an error replaces the suggestions and is not one of them", () => {
     const { result } = renderHook(() => useSuggestions(settings));
     act(() => live().open());

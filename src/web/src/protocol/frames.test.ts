@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { cancelRequestFrame, FrameParseError, newRequestFrame, parseFrame, promptWindow, toWellFormed } from "./frames";
+import { cancelRequestFrame, cleanSuggestion, FrameParseError, newRequestFrame, parseFrame, promptWindow, toWellFormed } from "./frames";
 
 const wrap = (m: Record<string, unknown>) => JSON.stringify({ message: m });
 
@@ -63,6 +63,14 @@ describe("parseFrame", () => {
   ])("rejects %s", (data, message) => {
     expect(() => parseFrame(data)).toThrow(FrameParseError);
     expect(() => parseFrame(data)).toThrow(message);
+  });
+});
+
+describe("cleanSuggestion", () => {
+  it("takes control characters out and keeps tabs, newlines and everything printable", () => {
+    expect(cleanSuggestion("squadatures\u0019ih <136")).toBe("squadaturesih <136");
+    expect(cleanSuggestion("a\u0000b\u001bc\u007fd\u0085e\rf")).toBe("abcdef");
+    expect(cleanSuggestion("line\n\tnext \ufffd \u58eb 😀")).toBe("line\n\tnext \ufffd \u58eb 😀");
   });
 });
 

@@ -39,6 +39,15 @@ export function promptWindow(text: string, maxChars = 500): string {
   return toWellFormed(text.slice(start));
 }
 
+/**
+ * A suggestion as the writer may see and insert it: control characters (a small model can sample
+ * them, e.g. U+0019) taken out; tabs and newlines kept.
+ */
+export function cleanSuggestion(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, "");
+}
+
 /** The JSON text of a new_request frame. Optional fields that are unset are left out. */
 export function newRequestFrame(request: WriteupRequest): string {
   const frame: Record<string, unknown> = {
