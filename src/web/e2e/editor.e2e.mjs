@@ -340,11 +340,16 @@ try {
     await page.emulateMedia({ colorScheme: "light" });
     await stopServer(server);
     await page.getByTestId("connection").filter({ hasText: "Reconnecting" }).waitFor();
+    // typed while the server is down: asked once it is back, without typing again
+    const before = requests().length;
+    await typeAtEnd(" again ");
+    await page.getByText("Waiting for the server…").waitFor();
     await shot(page, "reconnecting");
     server = await startServer(port);
     await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor({ timeout: 20000 });
-    await typeAtEnd(" again ");
     await options.first().waitFor();
+    await requestSent(before);
+    assert(lastRequest().prompt.endsWith(" again "), `asked ${JSON.stringify(lastRequest().prompt.slice(-20))} after reconnecting`);
     await completed();
   });
   await check("no page errors, every frame answers a request the page sent", page, async () => {

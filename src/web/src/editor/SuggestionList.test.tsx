@@ -81,6 +81,12 @@ describe("SuggestionList", () => {
     expect(screen.getByText("Thinking…")).toBeTruthy();
   });
 
+  it("says a request waits for the server while the connection is down, not that it is thinking", () => {
+    renderList({ view: null, waiting: true, offline: true });
+    expect(screen.getByText("Waiting for the server… (asked once it is back)")).toBeTruthy();
+    expect(screen.queryByText("Thinking…")).toBeNull();
+  });
+
   it("describes a streaming view by its first frame only", () => {
     expect(describeLatency({ texts: [], streaming: true, firstFrameMs: 10, elapsedMs: 50 })).toBe("first words 10 ms");
   });

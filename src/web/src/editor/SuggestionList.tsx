@@ -22,6 +22,8 @@ interface Props {
   error: FrameError | null;
   selected: number;
   waiting: boolean;
+  /** the socket is not open: a request waits for the server to be back */
+  offline?: boolean;
   onPick(index: number): void;
   onHover(index: number): void;
   onMoreLikeThis?(): void;
@@ -38,7 +40,7 @@ export function describeLatency(view: SuggestionView): string {
  * The suggestions under the editor. Errors are shown as an alert, never as an option that can be
  * inserted. Options take mouse clicks without taking the editor's focus (mousedown is prevented).
  */
-export function SuggestionList({ view, error, selected, waiting, onPick, onHover, onMoreLikeThis }: Props) {
+export function SuggestionList({ view, error, selected, waiting, offline = false, onPick, onHover, onMoreLikeThis }: Props) {
   // view.texts holds only non-empty suggestions (useSuggestions drops blank ones), so indices match `selected`
   const options = view ? view.texts.map((t, i) => ({ t, i })) : [];
   const announcement = error
@@ -57,7 +59,9 @@ export function SuggestionList({ view, error, selected, waiting, onPick, onHover
           {error.field ? <span className="error-field"> ({error.field})</span> : null}
         </div>
       )}
-      {!error && waiting && options.length === 0 && <div className="suggestion-status">Thinking…</div>}
+      {!error && waiting && options.length === 0 && (
+        <div className="suggestion-status">{offline ? "Waiting for the server… (asked once it is back)" : "Thinking…"}</div>
+      )}
       {options.length > 0 && (
         <ul role="listbox" id="suggestion-list" aria-label="Suggestions" className="suggestion-list">
           {options.map(({ t, i }) => (
