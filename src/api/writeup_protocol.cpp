@@ -10,10 +10,15 @@ namespace {
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
 // What an error frame echoes, read without judging the rest of the message: the prompt when it is
-// a string, batch_size when it is a valid one (else the default). Never throws.
+// a string, request_id when it is a valid one, batch_size when it is a valid one (else the
+// default). Never throws.
 void read_echo(const nlohmann::json& object, const WriteupLimits& limits, WriteupRequest& r) {
   const auto prompt = object.find("prompt");
   if (prompt != object.end() && prompt->is_string()) r.prompt = prompt->get<std::string>();
+  const auto id = object.find("request_id");
+  if (id != object.end() && id->is_string() && valid_request_id(id->get_ref<const std::string&>())) {
+    r.request_id = id->get<std::string>();
+  }
   try {
     if (auto v = Fields(object).integer("batch_size", 1, std::min(10, limits.max_batch_size))) {
       r.batch_size = static_cast<int>(*v);
@@ -25,6 +30,17 @@ void read_echo(const nlohmann::json& object, const WriteupLimits& limits, Writeu
 
 }  // namespace
 
+bool valid_request_id(std::string_view id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+           c == ':' || c == '-';
+  });
+}
+
+nlohmann::json request_id_json(const WriteupRequest& request) {
+  return request.request_id.empty() ? nlohmann::json(nullptr) : nlohmann::json(request.request_id);
+}
+
 WriteupRequest parse_writeup_fields(const nlohmann::json& object, const WriteupLimits& limits,
                                     WriteupRequest* partial) {
   Fields f(object);
@@ -34,6 +50,10 @@ WriteupRequest parse_writeup_fields(const nlohmann::json& object, const WriteupL
   };
   read_echo(object, limits, r);
   keep();
+  if (const auto id = object.find("request_id"); id != object.end() && !id->is_null() && r.request_id.empty()) {
+    throw ApiError::bad_request("request_id must be a string of 1-64 characters from A-Z a-z 0-9 _ . : -",
+                                "request_id");
+  }
   if (auto v = f.integer("batch_size", 1, std::min(10, limits.max_batch_size))) r.batch_size = static_cast<int>(*v);
   keep();
   if (!f.has("prompt")) throw ApiError::bad_request("prompt is required", "prompt");
@@ -121,20 +141,21 @@ nlohmann::json make_frame(std::string_view type, const std::string& prompt,
   return {{"message", m}};
 }
 
-nlohmann::json make_error_frame(const std::string& prompt, int batch_size, const ApiError& error) {
-  std::vector<std::string> texts(static_cast<std::size_t>(std::clamp(batch_size, 1, 10)));
+nlohmann::json make_error_frame(const WriteupRequest& echo, const ApiError& error) {
+  std::vector<std::string> texts(static_cast<std::size_t>(std::clamp(echo.batch_size, 1, 10)));
   texts[0] = std::string("Error: ") + error.what();
-  return make_frame("error", prompt, texts,
+  return make_frame("error", echo.prompt, texts,
                     {{"error",
                       {{"code", error.code()},
                        {"message", error.what()},
-                       {"field", error.param().empty() ? nlohmann::json(nullptr) : nlohmann::json(error.param())}}}});
+                       {"field", error.param().empty() ? nlohmann::json(nullptr) : nlohmann::json(error.param())}}},
+                     {"request_id", request_id_json(echo)}});
 }
 
-nlohmann::json make_oom_frame(const std::string& prompt, int batch_size) {
-  std::vector<std::string> texts(static_cast<std::size_t>(std::clamp(batch_size, 1, 10)));
+nlohmann::json make_oom_frame(const WriteupRequest& echo) {
+  std::vector<std::string> texts(static_cast<std::size_t>(std::clamp(echo.batch_size, 1, 10)));
   texts[0] = "The server ran out of memory for this request. Please try again, or ask for fewer or shorter suggestions.";
-  return make_frame("oom_response", prompt, texts, nlohmann::json::object());
+  return make_frame("oom_response", echo.prompt, texts, {{"request_id", request_id_json(echo)}});
 }
 
 }  // namespace writeup::api

@@ -24,6 +24,7 @@ service::StreamEvents generate_events(const api::WriteupRequest& request, const 
   const auto seed = prepared.request.params.seed;
   const auto key = prepared.cache_key.empty() ? nlohmann::json(nullptr) : nlohmann::json(prepared.cache_key);
   service::StreamEvents events;
+  const auto trace = prepared.trace;
   events.on_done = [=](const std::vector<generate::GeneratedSequence>& results) {
     try {
       std::vector<std::string> texts;
@@ -34,7 +35,9 @@ service::StreamEvents generate_events(const api::WriteupRequest& request, const 
       }
       sink.reply(200, api::wire_dump(api::make_frame("completed_response", request.prompt, texts,
                                                      {{"model_name", model}, {"cache_key", key}, {"length", request.length},
-                                                      {"completed", completed}, {"seed", seed}})));
+                                                      {"completed", completed}, {"seed", seed},
+                                                      {"cache", service::to_string(trace->cache.load())},
+                                                      {"request_id", api::request_id_json(request)}})));
     } catch (const std::exception& e) {
       sink.error(api::ApiError(500, "internal_error", e.what()));
     }

@@ -47,6 +47,7 @@ struct WebSocketSession::Running {
   std::string model_name;
   std::uint64_t seed = 0;
   std::string cache_key;           // "" = not cached
+  std::shared_ptr<const service::RequestTrace> trace;  // its cache outcome; null while tokenizing
   std::shared_ptr<service::Subscription> job;  // null while the prompt is being tokenized
   std::vector<std::string> texts;  // each suggestion's text so far
   std::vector<int> tokens;
@@ -167,7 +168,9 @@ void WebSocketSession::on_read(beast::error_code ec, std::size_t) {
     if (!ws_.got_text()) {
       const api::ApiError e(400, "binary_frame", "only text frames (JSON) are accepted");
       ctx_->count_request(kRoute, e.status());
-      send(api::make_error_frame("", 1, e));
+      api::WriteupRequest none;
+      none.batch_size = 1;
+      send(api::make_error_frame(none, e));
     } else {
       handle_message(text);
     }
@@ -192,12 +195,12 @@ void WebSocketSession::handle_message(const std::string& text) {
   } catch (const api::ApiError& e) {
     ctx_->count_request(kRoute, e.status());
     RequestLogLine(kRoute).fail(e.code());  // its log line, now
-    send(api::make_error_frame(partial.prompt, partial.batch_size, e));
+    send(api::make_error_frame(partial, e));
   } catch (const std::exception& e) {
     log::error(std::string("websocket message: ") + e.what());
     const api::ApiError internal(500, "internal_error", std::string("the message could not be handled: ") + e.what());
     ctx_->count_request(kRoute, internal.status());
-    send(api::make_error_frame(partial.prompt, partial.batch_size, internal));
+    send(api::make_error_frame(partial, internal));
   }
 }
 
@@ -234,6 +237,7 @@ void WebSocketSession::on_prepared(std::uint64_t gen, std::optional<service::Pre
     if (run.request.model_name.empty()) run.model_name = prepared->model->config.name;
     run.seed = prepared->request.params.seed;
     run.cache_key = prepared->cache_key;
+    run.trace = prepared->trace;
     // The flight holds these: they hold this session weakly (an event for a gone session is
     // dropped) and only post to its strand.
     std::weak_ptr<WebSocketSession> weak = shared_from_this();
@@ -273,7 +277,7 @@ void WebSocketSession::finish_with_error(const api::ApiError& error, bool out_of
   ++generation_;
   ctx_->count_request(kRoute, error.status());
   const auto& r = run->request;
-  send(out_of_memory ? api::make_oom_frame(r.prompt, r.batch_size) : api::make_error_frame(r.prompt, r.batch_size, error));
+  send(out_of_memory ? api::make_oom_frame(r) : api::make_error_frame(r, error));
 }
 
 // One release of the output processor: it already applied the every_words rule, so each
@@ -317,6 +321,8 @@ void WebSocketSession::send_frame(const std::string& type, nlohmann::json extras
   }
   extras["model_name"] = run.model_name;
   extras["cache_key"] = run.cache_key.empty() ? nlohmann::json(nullptr) : nlohmann::json(run.cache_key);
+  extras["cache"] = service::to_string(run.trace ? run.trace->cache.load() : service::CacheOutcome::off);
+  extras["request_id"] = api::request_id_json(run.request);
   extras["length"] = run.request.length;
   extras["completed"] = completed;
   extras["seed"] = run.seed;

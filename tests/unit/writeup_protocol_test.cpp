@@ -68,7 +68,7 @@ TEST(WriteupProtocol, ErrorFramesKeepWhatCouldBeRead) {
                ApiError);
   EXPECT_EQ(partial.prompt, "abc");
   EXPECT_EQ(partial.batch_size, 3);
-  const auto frame = make_error_frame("abc", 3, ApiError::bad_request("top_k must be between 0 and 40", "top_k"));
+  const auto frame = make_error_frame(partial, ApiError::bad_request("top_k must be between 0 and 40", "top_k"));
   const auto& m = frame["message"];
   EXPECT_EQ(m["message_type"], "error");
   EXPECT_EQ(m["prompt"], "abc");
@@ -86,7 +86,7 @@ TEST(WriteupProtocol, ErrorFramesEchoThePromptAndBatchSizeWhateverTheError) {
     try {
       parse_client_message(text, {}, &partial);
     } catch (const ApiError& e) {
-      return make_error_frame(partial.prompt, partial.batch_size, e)["message"];
+      return make_error_frame(partial, e)["message"];
     }
     ADD_FAILURE() << "expected an error for " << text;
     return nlohmann::json();
@@ -193,7 +193,10 @@ TEST(WriteupProtocol, MessagesThatAreNotUtf8AreRejectedAsInvalidJson) {
 // the wire through wire_dump, which replaces what is not UTF-8 where a plain dump() throws.
 TEST(WriteupProtocol, ErrorFramesQuotingBytesThatAreNotUtf8StillReachTheWire) {
   const ApiError e(403, "origin_not_allowed", "origin http://\xff.example is not allowed", "or\xc3igin");
-  const auto frame = make_error_frame("prompt \xfe", 2, e);
+  WriteupRequest echo;
+  echo.prompt = "prompt \xfe";
+  echo.batch_size = 2;
+  const auto frame = make_error_frame(echo, e);
   EXPECT_THROW((void)frame.dump(), nlohmann::json::type_error);
   const auto back = nlohmann::json::parse(wire_dump(frame));
   const auto& m = back["message"];
@@ -203,8 +206,44 @@ TEST(WriteupProtocol, ErrorFramesQuotingBytesThatAreNotUtf8StillReachTheWire) {
   EXPECT_EQ(m["error"]["message"], "origin http://\xef\xbf\xbd.example is not allowed");
   EXPECT_EQ(m["error"]["field"], "or\xef\xbf\xbdigin");
   EXPECT_EQ(m["text_1"], "");
-  const auto oom = nlohmann::json::parse(wire_dump(make_oom_frame("\xff", 1)));
+  echo.prompt = "\xff";
+  echo.batch_size = 1;
+  const auto oom = nlohmann::json::parse(wire_dump(make_oom_frame(echo)));
   EXPECT_EQ(oom["message"]["message_type"], "oom_response");
+  EXPECT_TRUE(oom["message"]["request_id"].is_null());
+}
+
+// Issue 14: the editor names each request so it can tell frames of two requests apart that differ
+// only in fields the frames do not echo (temperature, top_k, top_p).
+TEST(WriteupProtocol, RequestIdIsCheckedAndEchoedByErrorFrames) {
+  const auto m = parse_client_message(R"({"message_type":"new_request","prompt":"x","request_id":"r7:a.b_c-9"})", {});
+  EXPECT_EQ(m.request.request_id, "r7:a.b_c-9");
+  EXPECT_EQ(request_id_json(m.request), "r7:a.b_c-9");
+  const auto none = parse_client_message(R"({"message_type":"new_request","prompt":"x","request_id":null})", {});
+  EXPECT_TRUE(request_id_json(none.request).is_null());
+  EXPECT_TRUE(valid_request_id(std::string(64, 'a')));
+  for (const char* bad : {R"("")", R"("a b")", R"("é")", R"(7)", R"(["a"])", "\"" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" "\""}) {
+    WriteupRequest partial;
+    try {
+      parse_client_message(std::string(R"({"message_type":"new_request","prompt":"p","request_id":)") + bad + "}", {},
+                           &partial);
+      ADD_FAILURE() << "accepted request_id " << bad;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.param(), "request_id") << bad;
+      EXPECT_TRUE(request_id_json(partial).is_null()) << bad;
+    }
+  }
+  // An error about another field still names the request it answers.
+  WriteupRequest partial;
+  try {
+    parse_client_message(R"({"message_type":"new_request","prompt":"p","top_k":99,"request_id":"q1"})", {}, &partial);
+    ADD_FAILURE() << "top_k 99 accepted";
+  } catch (const ApiError& e) {
+    const auto frame = make_error_frame(partial, e)["message"];
+    EXPECT_EQ(frame["request_id"], "q1");
+    EXPECT_EQ(frame["error"]["field"], "top_k");
+    EXPECT_EQ(make_oom_frame(partial)["message"]["request_id"], "q1");
+  }
 }
 
 // The original editor sends the last 500 characters of the document: a window that starts

@@ -22,6 +22,8 @@ struct WriteupRequest {
   int batch_size = 5;                // suggestions, 1 .. 10
   std::string model_name;            // "" = the configured default
   std::optional<std::uint64_t> seed; // else the configured default seed
+  std::string request_id;            // the client's id for this request, echoed in every frame
+                                     // answering it; "" = none (echoed as null)
 };
 
 struct WriteupLimits {
@@ -53,9 +55,14 @@ int count_words(std::string_view text);
 // {"message": {"message_type": type, "prompt": ..., "text_0".."text_{n-1}": ..., extras...}}
 nlohmann::json make_frame(std::string_view type, const std::string& prompt,
                           const std::vector<std::string>& texts, const nlohmann::json& extras);
-// An "error" frame: text_0 holds a short notice, "error" holds {code, message, field}.
-nlohmann::json make_error_frame(const std::string& prompt, int batch_size, const ApiError& error);
-// An "oom_response" frame: text_0 holds a notice.
-nlohmann::json make_oom_frame(const std::string& prompt, int batch_size);
+// Whether `id` may be a request_id: 1-64 characters from A-Z a-z 0-9 _ . : -
+bool valid_request_id(std::string_view id);
+// The request_id a frame echoes: the string, or null when the request had none.
+nlohmann::json request_id_json(const WriteupRequest& request);
+// An "error" frame answering `echo` (its prompt, batch_size text_ fields and request_id): text_0
+// holds a short notice, "error" holds {code, message, field}.
+nlohmann::json make_error_frame(const WriteupRequest& echo, const ApiError& error);
+// An "oom_response" frame answering `echo`: text_0 holds a notice.
+nlohmann::json make_oom_frame(const WriteupRequest& echo);
 
 }  // namespace writeup::api
