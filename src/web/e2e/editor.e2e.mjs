@@ -7,7 +7,7 @@
 // tiny-gpt2-b) so that changing the model is a real change. Every wait is bounded; the process
 // exits 1 on the first failed check (and 2 when the environment is missing).
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,6 +20,10 @@ const modelDir = process.env.WRITEUP_MODEL_DIR;
 const artifacts = path.resolve(process.argv[2] ?? process.env.E2E_ARTIFACTS ?? path.join(here, "artifacts"));
 if (!serverBin || !modelDir) {
   console.error("set WRITEUP_SERVER_BIN and WRITEUP_MODEL_DIR");
+  process.exit(2);
+}
+if (!existsSync(path.join(dist, "index.html"))) {
+  console.error(`${dist}/index.html is missing: run npm run build first`);
   process.exit(2);
 }
 mkdirSync(artifacts, { recursive: true });
@@ -39,8 +43,14 @@ async function startServer(port) {
   const child = spawn(serverBin, ["--port", String(port), "--model", `tiny-gpt2=${modelDir}`,
                                   "--model", `tiny-gpt2-b=${modelDir}`, "--redis", "none",
                                   "--log-level", "warn", "--static-dir", dist], { stdio: ["ignore", "inherit", "inherit"] });
+  let spawnError = null;
+  child.once("error", (e) => (spawnError = e));
   const end = Date.now() + 20000;
   while (Date.now() < end) {
+    if (spawnError) throw new Error(`cannot start ${serverBin}: ${spawnError.message}`);
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`writeup-server exited (${child.exitCode ?? child.signalCode}) before it was ready`);
+    }
     try {
       const r = await fetch(`http://127.0.0.1:${port}/ready`);
       if (r.ok) return child;
@@ -86,8 +96,21 @@ function assert(cond, message) {
 }
 
 const port = await freePort();
-let server = await startServer(port);
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox"] });
+let server;
+try {
+  server = await startServer(port);
+} catch (e) {
+  console.log(`not ok 0 - start writeup-server: ${e.message}`);
+  process.exit(1);
+}
+let browser;
+try {
+  browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox"] });
+} catch (e) {
+  console.log(`not ok 0 - launch chromium: ${e instanceof Error ? e.message.split("\n")[0] : e}`);
+  await stopServer(server);
+  process.exit(1);
+}
 const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
 page.setDefaultTimeout(10000);
 const pageErrors = [];
@@ -131,13 +154,18 @@ async function requestSent(count) {
     await page.waitForTimeout(20);
   }
 }
-/** waits until the last request has its completed_response, and returns it */
-async function completed() {
+/**
+ * Waits until the last request has its completed_response (or a frame of `type`), and returns it.
+ * With `promptEnd`, only a request whose prompt ends so counts (a slow machine may send one for
+ * half-typed text first).
+ */
+async function completed(type = "completed_response", promptEnd = "") {
   const end = Date.now() + 10000;
   for (;;) {
-    const done = answers(lastRequest()).find((m) => m.message_type === "completed_response");
+    const request = lastRequest();
+    const done = request?.prompt.endsWith(promptEnd) && answers(request).find((m) => m.message_type === type);
     if (done) return done;
-    if (Date.now() > end) throw new Error(`no completed_response for ${JSON.stringify(lastRequest())}`);
+    if (Date.now() > end) throw new Error(`no ${type} for ${JSON.stringify(lastRequest())}`);
     await page.waitForTimeout(50);
   }
 }
@@ -166,6 +194,7 @@ try {
     const n = await options.count();
     assert(n >= 1 && n <= 3, `expected 1..3 suggestions, got ${n}`);
     await doneShown();
+    await completed("completed_response", "stormy night ");
     const request = lastRequest();
     assert(/^[A-Za-z0-9_.:-]{1,64}$/.test(request.request_id ?? ""), `new_request without a valid request_id: ${JSON.stringify(request)}`);
     const types = answers(request).map((m) => m.message_type);
@@ -209,8 +238,8 @@ try {
     const alert = page.getByRole("alert").filter({ hasText: "length" });
     await alert.waitFor();
     assert((await options.count()) === 0, "an error became an option");
-    const error = answers(lastRequest()).find((m) => m.message_type === "error");
-    assert(error?.error?.field === "length", `error frame does not echo the request_id: ${JSON.stringify(receivedFrames.at(-1))}`);
+    const error = await completed("error");
+    assert(error.error?.field === "length", `error frame: ${JSON.stringify(error)}`);
     await shot(page, "error-shown");
     await page.getByLabel("Length (tokens)").fill("12");
     await alert.waitFor({ state: "detached" });
@@ -223,10 +252,10 @@ try {
     await page.getByLabel("Top p (0 = off)").fill("0.9");
     await typeAtEnd(" model ");
     await options.first().waitFor();
+    const done = await completed("completed_response", " model ");
     const r = lastRequest();
     const want = { model_name: "tiny-gpt2-b", length: 12, batch_size: 2, temperature: 0.9, top_k: 20, top_p: 0.9 };
     for (const [k, v] of Object.entries(want)) assert(r?.[k] === v, `${k}: sent ${JSON.stringify(r?.[k])}, want ${v}`);
-    const done = await completed();
     assert(done.model_name === "tiny-gpt2-b", `answered by ${done.model_name}`);
     await doneShown();
     assert((await options.count()) <= 2 && !("text_2" in done), "more suggestions than asked for");
@@ -234,7 +263,8 @@ try {
   await check("the same text with a fixed seed comes from the cache", page, async () => {
     await page.getByLabel(/^Seed/).fill("42");
     await typeAtEnd(" cached ");
-    const first = await completed();
+    const first = await completed("completed_response", " cached ");
+    const firstRequest = lastRequest();
     await doneShown();
     assert(lastRequest().seed === 42, `seed not sent: ${JSON.stringify(lastRequest())}`);
     assert(first.cache === "miss", `first ask: cache ${JSON.stringify(first.cache)}, want "miss"`);
@@ -244,8 +274,9 @@ try {
     await page.keyboard.press("Backspace");
     await page.keyboard.type(" ");
     await meta.locator(".cache-badge", { hasText: "from cache" }).waitFor();
+    await completed("completed_response", " cached ");
     const again = lastRequest();
-    assert(again.request_id !== requests().at(-2).request_id && again.prompt === requests().at(-2).prompt, "not asked again with the same prompt");
+    assert(again.request_id !== firstRequest.request_id && again.prompt === firstRequest.prompt, "not asked again with the same prompt");
     const frames = answers(again);
     assert(frames.length === 1 && frames[0].message_type === "completed_response" && frames[0].cache === "hit",
            `a hit is one completed_response with cache "hit": ${JSON.stringify(frames.map((f) => [f.message_type, f.cache]))}`);
@@ -279,17 +310,18 @@ try {
     assert(stored === 2, `the document does not hold the two lone surrogates (${stored})`);
     await typeAtEnd(" then ");
     await options.first().waitFor();
+    await completed("completed_response", " then ");
     const prompt = lastRequest()?.prompt ?? "";
     assert(!hasLoneSurrogate(prompt) && prompt.includes("lone \ufffd surrogate and a \ufffd low one then "), `prompt ${JSON.stringify(prompt)}`);
-    await completed();
   });
   await check("an emoji and a very long document", page, async () => {
     await typeAtEnd(" 😀 and ");
     await options.first().waitFor();
-    assert(lastRequest().prompt.endsWith("😀 and "), "emoji not in the prompt");
+    await completed("completed_response", "😀 and ");
     await setDocument("word ".repeat(4000) + "😀");
     await typeAtEnd(" then ");
     await options.first().waitFor();
+    await completed("completed_response", " then ");
     assert((await page.getByTestId("word-count").innerText()).startsWith("4002"), "word count");
     assert(lastRequest().prompt.length <= 500, "the prompt is not the document's last 500 characters");
     assert(await options.first().isVisible(), "suggestions of a long document are off screen");
@@ -301,6 +333,7 @@ try {
     await setDocument("a" + "\u{1F600}".repeat(300));
     await typeAtEnd(" and ");
     await options.first().waitFor();
+    await completed("completed_response", " and ");
     const prompt = lastRequest()?.prompt ?? "";
     assert(prompt.length === 499 && prompt.startsWith("\u{1F600}") && prompt.endsWith("\u{1F600} and "),
            `prompt window ${JSON.stringify(prompt.slice(0, 8))}… (${prompt.length} units)`);
