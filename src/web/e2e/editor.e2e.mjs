@@ -2,10 +2,12 @@
 // in Debian's chromium by playwright-core. Usage (after `npm run build`):
 //   WRITEUP_SERVER_BIN=/path/to/writeup-server WRITEUP_MODEL_DIR=/path/to/tests/data/tiny-gpt2 \
 //     node e2e/editor.e2e.mjs
-// Optional: CHROMIUM=/usr/bin/chromium, E2E_ARTIFACTS=dir for the screenshots (default e2e/artifacts).
-// Every wait is bounded; the process exits 1 on the first failed check.
+// Optional: CHROMIUM=/usr/bin/chromium, E2E_ARTIFACTS=dir for the screenshots (default e2e/artifacts;
+// a first argument names it too). The server serves the model under two names (tiny-gpt2 and
+// tiny-gpt2-b) so that changing the model is a real change. Every wait is bounded; the process
+// exits 1 on the first failed check (and 2 when the environment is missing).
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,9 +17,13 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.resolve(here, "..", "dist");
 const serverBin = process.env.WRITEUP_SERVER_BIN;
 const modelDir = process.env.WRITEUP_MODEL_DIR;
-const artifacts = process.env.E2E_ARTIFACTS ?? path.join(here, "artifacts");
+const artifacts = path.resolve(process.argv[2] ?? process.env.E2E_ARTIFACTS ?? path.join(here, "artifacts"));
 if (!serverBin || !modelDir) {
   console.error("set WRITEUP_SERVER_BIN and WRITEUP_MODEL_DIR");
+  process.exit(2);
+}
+if (!existsSync(path.join(dist, "index.html"))) {
+  console.error(`${dist}/index.html is missing: run npm run build first`);
   process.exit(2);
 }
 mkdirSync(artifacts, { recursive: true });
@@ -34,10 +40,17 @@ function freePort() {
 }
 
 async function startServer(port) {
-  const child = spawn(serverBin, ["--port", String(port), "--model", `tiny-gpt2=${modelDir}`, "--redis", "none",
+  const child = spawn(serverBin, ["--port", String(port), "--model", `tiny-gpt2=${modelDir}`,
+                                  "--model", `tiny-gpt2-b=${modelDir}`, "--redis", "none",
                                   "--log-level", "warn", "--static-dir", dist], { stdio: ["ignore", "inherit", "inherit"] });
+  let spawnError = null;
+  child.once("error", (e) => (spawnError = e));
   const end = Date.now() + 20000;
   while (Date.now() < end) {
+    if (spawnError) throw new Error(`cannot start ${serverBin}: ${spawnError.message}`);
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`writeup-server exited (${child.exitCode ?? child.signalCode}) before it was ready`);
+    }
     try {
       const r = await fetch(`http://127.0.0.1:${port}/ready`);
       if (r.ok) return child;
@@ -73,37 +86,106 @@ async function check(name, page, fn) {
   await page.screenshot({ path: path.join(artifacts, `${String(step).padStart(2, "0")}-${name.replace(/\W+/g, "-")}.png`) });
 }
 
+/** A screenshot in the middle of a step (its state is gone by the step's end). */
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(artifacts, `${String(step).padStart(2, "0")}-${name}.png`) });
+}
+
 function assert(cond, message) {
   if (!cond) throw new Error(message);
 }
 
 const port = await freePort();
-let server = await startServer(port);
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox"] });
+let server;
+try {
+  server = await startServer(port);
+} catch (e) {
+  console.log(`not ok 0 - start writeup-server: ${e.message}`);
+  process.exit(1);
+}
+let browser;
+try {
+  browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox"] });
+} catch (e) {
+  console.log(`not ok 0 - launch chromium: ${e instanceof Error ? e.message.split("\n")[0] : e}`);
+  await stopServer(server);
+  process.exit(1);
+}
 const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
 page.setDefaultTimeout(10000);
-const consoleErrors = [];
+const pageErrors = [];
+const protocolWarnings = []; // the client's console.warn("writeup protocol: ...")
 const sentFrames = []; // what the page sent on its WebSockets, parsed
-page.on("websocket", (ws) => ws.on("framesent", (f) => {
+const receivedFrames = []; // the "message" objects the server sent, parsed
+const parse = (payload) => {
   try {
-    sentFrames.push(JSON.parse(String(f.payload)));
+    return JSON.parse(String(payload));
   } catch {
-    sentFrames.push({ unparsable: String(f.payload) });
+    return { unparsable: String(payload) };
   }
-}));
-const lastRequest = () => sentFrames.filter((f) => f.message_type === "new_request").at(-1);
-page.on("pageerror", (e) => consoleErrors.push(String(e)));
+};
+page.on("websocket", (ws) => {
+  ws.on("framesent", (f) => sentFrames.push(parse(f.payload)));
+  ws.on("framereceived", (f) => receivedFrames.push(parse(f.payload).message ?? { unparsable: String(f.payload) }));
+});
+const requests = () => sentFrames.filter((f) => f.message_type === "new_request");
+const lastRequest = () => requests().at(-1);
+/** the frames answering a request (by its request_id) */
+const answers = (request) => receivedFrames.filter((m) => request && m.request_id === request.request_id);
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+page.on("console", (m) => m.text().startsWith("writeup protocol") && protocolWarnings.push(m.text()));
 const url = `http://127.0.0.1:${port}/`;
 const editor = page.getByTestId("editor");
 const options = page.locator("#suggestion-list [role=option]");
+const meta = page.getByTestId("suggestion-meta");
 const docText = () => editor.innerText();
+const doneShown = () => meta.filter({ hasText: "done" }).waitFor();
+/** types at the end of the document */
+async function typeAtEnd(text) {
+  await editor.click();
+  await page.keyboard.press("Control+End");
+  await page.keyboard.type(text);
+}
+/** waits until more than `count` new_requests were sent */
+async function requestSent(count) {
+  const end = Date.now() + 10000;
+  while (requests().length <= count) {
+    if (Date.now() > end) throw new Error(`no new_request after the ${count}th`);
+    await page.waitForTimeout(20);
+  }
+}
+/**
+ * Waits until the last request has its completed_response (or a frame of `type`), and returns it.
+ * With `promptEnd`, only a request whose prompt ends so counts (a slow machine may send one for
+ * half-typed text first).
+ */
+async function completed(type = "completed_response", promptEnd = "") {
+  const end = Date.now() + 10000;
+  for (;;) {
+    const request = lastRequest();
+    const done = request?.prompt.endsWith(promptEnd) && answers(request).find((m) => m.message_type === type);
+    if (done) return done;
+    if (Date.now() > end) throw new Error(`no ${type} for ${JSON.stringify(lastRequest())}`);
+    await page.waitForTimeout(50);
+  }
+}
+/** stores the document (a string, or a function run in the page that stores it), then reloads */
+async function setDocument(text) {
+  if (typeof text === "function") await page.evaluate(text); // built in the page, so lone surrogates survive
+  else await page.evaluate((t) => localStorage.setItem("writeup.document.v1", t), text);
+  await page.reload();
+  await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+}
+const hasLoneSurrogate = (s) => /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
 
 let failed = false;
 try {
   await page.goto(url);
   await check("page loads and connects", page, async () => {
     await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
-    await page.locator("[data-testid=model-picker] option[value=tiny-gpt2]").waitFor({ state: "attached" });
+    for (const name of ["tiny-gpt2", "tiny-gpt2-b"]) {
+      await page.locator(`[data-testid=model-picker] option[value=${name}]`).waitFor({ state: "attached" });
+    }
   });
   await check("typing brings streamed suggestions", page, async () => {
     await editor.click();
@@ -111,7 +193,17 @@ try {
     await options.first().waitFor();
     const n = await options.count();
     assert(n >= 1 && n <= 3, `expected 1..3 suggestions, got ${n}`);
-    await page.locator(".suggestion-meta", { hasText: "done" }).waitFor();
+    await doneShown();
+    await completed("completed_response", "stormy night ");
+    const request = lastRequest();
+    assert(/^[A-Za-z0-9_.:-]{1,64}$/.test(request.request_id ?? ""), `new_request without a valid request_id: ${JSON.stringify(request)}`);
+    const types = answers(request).map((m) => m.message_type);
+    assert(types.at(-1) === "completed_response" && types.slice(0, -1).length >= 1 && types.slice(0, -1).every((t) => t === "updated_response"),
+           `expected updated_responses then a completed_response for ${request.request_id}, got ${JSON.stringify(types)}`);
+    const shown = (await options.allInnerTexts()).map((t) => t.trim());
+    const last = answers(request).at(-1);
+    const texts = Object.keys(last).filter((k) => k.startsWith("text_")).map((k) => last[k].trim()).filter((t) => t);
+    assert(JSON.stringify(shown) === JSON.stringify(texts), `shown ${JSON.stringify(shown)} != completed ${JSON.stringify(texts)}`);
   });
   await check("arrow down and Enter insert the chosen suggestion", page, async () => {
     const before = await docText();
@@ -126,7 +218,7 @@ try {
   await check("a click inserts and undo takes it out", page, async () => {
     await page.keyboard.type(" ");
     await options.first().waitFor();
-    await page.locator(".suggestion-meta", { hasText: "done" }).waitFor();
+    await doneShown();
     const before = await docText();
     const chosen = (await options.nth(1).innerText()).trim();
     await options.nth(1).click();
@@ -142,90 +234,177 @@ try {
   });
   await check("a bad setting shows an error, not a suggestion", page, async () => {
     await page.getByLabel("Length (tokens)").fill("200");
-    await editor.click();
-    await page.keyboard.press("End");
-    await page.keyboard.type(" x ");
-    await page.getByRole("alert").filter({ hasText: "length" }).waitFor();
+    await typeAtEnd(" x ");
+    const alert = page.getByRole("alert").filter({ hasText: "length" });
+    await alert.waitFor();
     assert((await options.count()) === 0, "an error became an option");
+    const error = await completed("error");
+    assert(error.error?.field === "length", `error frame: ${JSON.stringify(error)}`);
+    await shot(page, "error-shown");
     await page.getByLabel("Length (tokens)").fill("12");
-    await page.getByRole("alert").filter({ hasText: "length" }).waitFor({ state: "detached" });
+    await alert.waitFor({ state: "detached" });
   });
-  await check("the model picker changes the model", page, async () => {
-    await page.getByTestId("model-picker").selectOption("tiny-gpt2");
-    await editor.click();
-    await page.keyboard.press("Control+End");
-    await page.keyboard.type(" model ");
+  await check("change model and settings", page, async () => {
+    await page.getByTestId("model-picker").selectOption("tiny-gpt2-b");
+    await page.getByLabel("Number of suggestions").fill("2");
+    await page.getByLabel("Temperature").fill("0.9");
+    await page.getByLabel("Top k (0 = off)").fill("20");
+    await page.getByLabel("Top p (0 = off)").fill("0.9");
+    await typeAtEnd(" model ");
     await options.first().waitFor();
-    assert(lastRequest()?.model_name === "tiny-gpt2", `model_name not sent: ${JSON.stringify(lastRequest())}`);
-    assert(lastRequest()?.length === 12 && lastRequest()?.batch_size === 3, "settings not sent");
+    const done = await completed("completed_response", " model ");
+    const r = lastRequest();
+    const want = { model_name: "tiny-gpt2-b", length: 12, batch_size: 2, temperature: 0.9, top_k: 20, top_p: 0.9 };
+    for (const [k, v] of Object.entries(want)) assert(r?.[k] === v, `${k}: sent ${JSON.stringify(r?.[k])}, want ${v}`);
+    assert(done.model_name === "tiny-gpt2-b", `answered by ${done.model_name}`);
+    await doneShown();
+    assert((await options.count()) <= 2 && !("text_2" in done), "more suggestions than asked for");
+  });
+  await check("the same text with a fixed seed comes from the cache", page, async () => {
+    await page.getByLabel(/^Seed/).fill("42");
+    await typeAtEnd(" cached ");
+    const first = await completed("completed_response", " cached ");
+    const firstRequest = lastRequest();
+    await doneShown();
+    assert(lastRequest().seed === 42, `seed not sent: ${JSON.stringify(lastRequest())}`);
+    assert(first.cache === "miss", `first ask: cache ${JSON.stringify(first.cache)}, want "miss"`);
+    assert((await meta.locator(".cache-badge").count()) === 0, "a miss shows a cache badge");
+    const firstTexts = await options.allInnerTexts();
+    // the same text again: take the space out and put it back
+    await page.keyboard.press("Backspace");
+    await page.keyboard.type(" ");
+    await meta.locator(".cache-badge", { hasText: "from cache" }).waitFor();
+    await completed("completed_response", " cached ");
+    const again = lastRequest();
+    assert(again.request_id !== firstRequest.request_id && again.prompt === firstRequest.prompt, "not asked again with the same prompt");
+    const frames = answers(again);
+    assert(frames.length === 1 && frames[0].message_type === "completed_response" && frames[0].cache === "hit",
+           `a hit is one completed_response with cache "hit": ${JSON.stringify(frames.map((f) => [f.message_type, f.cache]))}`);
+    assert(JSON.stringify(await options.allInnerTexts()) === JSON.stringify(firstTexts), "the cached suggestions differ");
+    assert(/first words \d+ ms, done \d+ ms/.test(await meta.innerText()), `latency not shown with the badge: ${await meta.innerText()}`);
   });
   await check("more like this asks again with a new seed", page, async () => {
-    await page.locator(".suggestion-meta", { hasText: "done" }).waitFor();
-    const before = sentFrames.length;
+    const before = requests().length;
     await page.getByRole("button", { name: "More like this" }).click();
-    await page.locator(".suggestion-meta", { hasText: "done" }).waitFor();
-    const again = sentFrames.slice(before).find((f) => f.message_type === "new_request");
-    assert(again && Number.isInteger(again.seed), `no new_request with a seed: ${JSON.stringify(sentFrames.slice(before))}`);
+    await requestSent(before);
+    const done = await completed();
+    await doneShown();
+    const again = requests().slice(before)[0];
+    assert(again && Number.isInteger(again.seed) && again.seed !== 42, `no new_request with a new seed: ${JSON.stringify(again)}`);
+    assert(done.cache !== "hit", "a new seed came from the cache");
   });
   await check("reload keeps the document and the settings", page, async () => {
     const before = await docText();
     await page.reload();
     await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
     assert((await docText()) === before, "document not kept");
-    assert((await page.getByLabel("Length (tokens)").inputValue()) === "12", "settings not kept");
-    assert((await page.getByTestId("model-picker").inputValue()) === "tiny-gpt2", "model not kept");
+    assert((await page.getByLabel("Length (tokens)").inputValue()) === "12", "length not kept");
+    assert((await page.getByLabel("Number of suggestions").inputValue()) === "2", "number of suggestions not kept");
+    assert((await page.getByLabel(/^Seed/).inputValue()) === "42", "seed not kept");
+    assert((await page.getByTestId("model-picker").inputValue()) === "tiny-gpt2-b", "model not kept");
   });
-  await check("phone-sized screen", page, async () => {
-    await page.setViewportSize({ width: 390, height: 844 });
-    await editor.click();
-    await page.keyboard.press("Control+End");
-    await page.keyboard.type(" on a phone ");
+  await check("a lone surrogate in the document is sent well-formed", page, async () => {
+    await setDocument(() => localStorage.setItem("writeup.document.v1",
+      "a lone " + String.fromCharCode(0xd800) + " surrogate and a " + String.fromCharCode(0xde00) + " low one"));
+    const stored = await page.evaluate(() => [...localStorage.getItem("writeup.document.v1")].filter((c) => c.length === 1 && /[\ud800-\udfff]/.test(c)).length);
+    assert(stored === 2, `the document does not hold the two lone surrogates (${stored})`);
+    await typeAtEnd(" then ");
     await options.first().waitFor();
-    await page.locator(".suggestion-meta", { hasText: "done" }).waitFor();
-    const box = await options.first().boundingBox();
-    assert(box !== null && box.x >= 0 && box.x + box.width <= 390, `suggestion outside the screen: ${JSON.stringify(box)}`);
+    await completed("completed_response", " then ");
+    const prompt = lastRequest()?.prompt ?? "";
+    assert(!hasLoneSurrogate(prompt) && prompt.includes("lone \ufffd surrogate and a \ufffd low one then "), `prompt ${JSON.stringify(prompt)}`);
   });
-  await check("an emoji and a long document", page, async () => {
-    await page.setViewportSize({ width: 1100, height: 800 });
-    await editor.click();
-    await page.keyboard.press("Control+End");
-    await page.keyboard.type(" 😀 and ");
+  await check("an emoji and a very long document", page, async () => {
+    await typeAtEnd(" 😀 and ");
     await options.first().waitFor();
-    await page.evaluate(() => localStorage.setItem("writeup.document.v1", "word ".repeat(4000) + "😀"));
-    await page.reload();
-    await editor.click();
-    await page.keyboard.press("Control+End");
-    await page.keyboard.type(" then ");
+    await completed("completed_response", "😀 and ");
+    await setDocument("word ".repeat(4000) + "😀");
+    await typeAtEnd(" then ");
     await options.first().waitFor();
+    await completed("completed_response", " then ");
     assert((await page.getByTestId("word-count").innerText()).startsWith("4002"), "word count");
+    assert(lastRequest().prompt.length <= 500, "the prompt is not the document's last 500 characters");
     assert(await options.first().isVisible(), "suggestions of a long document are off screen");
+    await page.keyboard.press("Tab");
+    assert((await docText()).length > 20000, "long document lost");
   });
   await check("a prompt window that would start inside an emoji", page, async () => {
     // "a" + 300 emoji + " and " is 606 UTF-16 units: the last 500 start on a low surrogate
-    await page.evaluate(() => localStorage.setItem("writeup.document.v1", "a" + "\u{1F600}".repeat(300)));
-    await page.reload();
-    await editor.click();
-    await page.keyboard.press("Control+End");
-    await page.keyboard.type(" and ");
+    await setDocument("a" + "\u{1F600}".repeat(300));
+    await typeAtEnd(" and ");
     await options.first().waitFor();
+    await completed("completed_response", " and ");
     const prompt = lastRequest()?.prompt ?? "";
     assert(prompt.length === 499 && prompt.startsWith("\u{1F600}") && prompt.endsWith("\u{1F600} and "),
            `prompt window ${JSON.stringify(prompt.slice(0, 8))}… (${prompt.length} units)`);
   });
+  await check("phone-sized screen", page, async () => {
+    await setDocument("It was a dark and stormy night on a small screen");
+    await page.setViewportSize({ width: 390, height: 844 });
+    await typeAtEnd(" and ");
+    await options.first().waitFor();
+    await doneShown();
+    const box = await options.first().boundingBox();
+    assert(box !== null && box.x >= 0 && box.x + box.width <= 390, `suggestion outside the screen: ${JSON.stringify(box)}`);
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert(width <= 390, `the page scrolls sideways (${width} px wide)`);
+    // near the cursor: above where an on-screen keyboard would cover the screen
+    assert(box.y < 844 * 0.55, `the suggestions start too far down (${Math.round(box.y)} px)`);
+    const metaBox = await meta.boundingBox();
+    assert(metaBox !== null && metaBox.y + metaBox.height <= 844, "the suggestions' latency line is below the screen");
+  });
   await check("dark theme", page, async () => {
+    await page.setViewportSize({ width: 1100, height: 800 });
     await page.emulateMedia({ colorScheme: "dark" });
-    const bg = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
-    assert(bg === "rgb(23, 24, 27)", `dark background expected, got ${bg}`);
+    await typeAtEnd("the ");
+    await options.first().waitFor();
+    await doneShown();
+    const colors = await page.evaluate(() => {
+      const css = (sel, prop) => getComputedStyle(document.querySelector(sel))[prop];
+      return { page: css("html", "backgroundColor"), editor: css(".editable", "backgroundColor"), list: css(".suggestion-list", "backgroundColor"),
+               option: css(".suggestion", "color"), input: css(".settings input", "backgroundColor") };
+    });
+    assert(colors.page === "rgb(23, 24, 27)", `dark background expected, got ${colors.page}`);
+    const dark = (c) => c.match(/\d+/g).slice(0, 3).every((v) => Number(v) < 60);
+    for (const k of ["editor", "list", "input"]) assert(dark(colors[k]), `${k} is not dark: ${colors[k]}`);
+    assert(!dark(colors.option), `suggestion text is dark on dark: ${colors.option}`);
   });
   await check("reconnects after the server restarts", page, async () => {
+    await page.emulateMedia({ colorScheme: "light" });
     await stopServer(server);
     await page.getByTestId("connection").filter({ hasText: "Reconnecting" }).waitFor();
+    // typed while the server is down: asked once it is back, without typing again
+    const before = requests().length;
+    await typeAtEnd(" again ");
+    await page.getByText("Waiting for the server…").waitFor();
+    await shot(page, "reconnecting");
     server = await startServer(port);
     await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor({ timeout: 20000 });
-    await page.keyboard.type(" again ");
     await options.first().waitFor();
+    await requestSent(before);
+    assert(lastRequest().prompt.endsWith(" again "), `asked ${JSON.stringify(lastRequest().prompt.slice(-20))} after reconnecting`);
+    await completed();
   });
-  assert(consoleErrors.length === 0, `page errors: ${consoleErrors.join("; ")}`);
+  await check("no page errors, every frame answers a request the page sent", page, async () => {
+    assert(pageErrors.length === 0, `page errors: ${pageErrors.join("; ")}`);
+    assert(protocolWarnings.length === 0, `protocol warnings: ${protocolWarnings.join("; ")}`);
+    const ids = new Set(requests().map((r) => r.request_id));
+    assert(ids.size === requests().length, "a request_id was sent twice");
+    const strangers = receivedFrames.filter((m) => !ids.has(m.request_id));
+    assert(strangers.length === 0, `frames for no request the page sent: ${JSON.stringify(strangers.slice(0, 3))}`);
+  });
+  await check("screenshot for the README", page, async () => {
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.evaluate(() => localStorage.setItem("writeup.settings.v1", JSON.stringify({ model: "tiny-gpt2", length: 16, seed: 3 })));
+    await setDocument("The lighthouse keeper had not seen a ship in eleven days. On the twelfth morning the fog lifted, "
+                      + "and far out past the reef something long and grey was moving against the tide.\n\nShe put down her cup and");
+    await typeAtEnd(" ");
+    await options.first().waitFor();
+    await doneShown();
+    await page.keyboard.press("ArrowDown");
+    await page.keyboard.press("ArrowDown");
+    await page.screenshot({ path: path.join(artifacts, "editor.png") });
+  });
 } catch {
   failed = true;
 } finally {

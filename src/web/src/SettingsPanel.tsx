@@ -21,7 +21,7 @@ const FIELDS: NumberField[] = [
   { key: "temperature", label: "Temperature", min: 0.1, max: 1, step: 0.05 },
   { key: "topK", label: "Top k (0 = off)", min: 0, max: 40, step: 1 },
   { key: "topP", label: "Top p (0 = off)", min: 0, max: 1, step: 0.05 },
-  { key: "batchSize", label: "Suggestions", min: 1, max: 10, step: 1 },
+  { key: "batchSize", label: "Number of suggestions", min: 1, max: 10, step: 1 },
 ];
 
 export function SettingsPanel({ settings, models, modelsError, onChange }: Props) {

@@ -1,6 +1,6 @@
 import { cleanup, fireEvent, render, screen } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { describeLatency, SuggestionList, type SuggestionView } from "./SuggestionList";
+import { describeCache, describeLatency, SuggestionList, type SuggestionView } from "./SuggestionList";
 
 const done: SuggestionView = { texts: ["and the wind", "when the rain"], streaming: false, firstFrameMs: 41.6, elapsedMs: 180.2, seed: 42 };
 
@@ -51,9 +51,40 @@ describe("SuggestionList", () => {
     expect(h.onMoreLikeThis).toHaveBeenCalledOnce();
   });
 
+  it("says \"from cache\" next to the latency of a cache hit", () => {
+    renderList({ view: { ...done, cache: "hit" } });
+    const meta = screen.getByTestId("suggestion-meta");
+    expect(meta.textContent).toContain("first words 42 ms, done 180 ms");
+    expect(meta.querySelector(".cache-badge")?.textContent).toBe("from cache");
+    // a badge, never an option that could be inserted
+    expect(screen.getAllByRole("option").map((o) => o.textContent)).toEqual(["and the wind", "when the rain"]);
+  });
+
+  it("says \"shared\" for a joined generation, also while it streams", () => {
+    renderList({ view: { ...done, streaming: true, cache: "join" } });
+    expect(screen.getByTestId("suggestion-meta").textContent).toBe("streaming…shared");
+    expect(screen.getByText("shared").className).toBe("cache-badge join");
+  });
+
+  it("says nothing about the cache for a miss, off, or an older server", () => {
+    for (const cache of ["miss", "off", undefined] as const) {
+      renderList({ view: { ...done, cache } });
+      expect(screen.getByTestId("suggestion-meta").querySelector(".cache-badge")).toBeNull();
+      cleanup();
+    }
+    expect([describeCache("hit"), describeCache("join"), describeCache("miss"), describeCache("off"), describeCache(undefined)])
+      .toEqual(["from cache", "shared", null, null, null]);
+  });
+
   it("says it is thinking while a request waits for its first words", () => {
     renderList({ view: null, waiting: true });
     expect(screen.getByText("Thinking…")).toBeTruthy();
+  });
+
+  it("says a request waits for the server while the connection is down, not that it is thinking", () => {
+    renderList({ view: null, waiting: true, offline: true });
+    expect(screen.getByText("Waiting for the server… (asked once it is back)")).toBeTruthy();
+    expect(screen.queryByText("Thinking…")).toBeNull();
   });
 
   it("describes a streaming view by its first frame only", () => {

@@ -1,4 +1,4 @@
-import type { FrameError } from "../protocol/types";
+import type { CacheOutcome, FrameError } from "../protocol/types";
 
 export interface SuggestionView {
   texts: string[];
@@ -6,6 +6,15 @@ export interface SuggestionView {
   firstFrameMs?: number;
   elapsedMs?: number;
   seed?: number;
+  /** where the suggestions come from, when the server says */
+  cache?: CacheOutcome;
+}
+
+/** What a cache outcome is worth telling the writer: a hit or a shared generation; nothing otherwise. */
+export function describeCache(cache: CacheOutcome | undefined): string | null {
+  if (cache === "hit") return "from cache";
+  if (cache === "join") return "shared";
+  return null;
 }
 
 interface Props {
@@ -13,6 +22,8 @@ interface Props {
   error: FrameError | null;
   selected: number;
   waiting: boolean;
+  /** the socket is not open: a request waits for the server to be back */
+  offline?: boolean;
   onPick(index: number): void;
   onHover(index: number): void;
   onMoreLikeThis?(): void;
@@ -29,7 +40,7 @@ export function describeLatency(view: SuggestionView): string {
  * The suggestions under the editor. Errors are shown as an alert, never as an option that can be
  * inserted. Options take mouse clicks without taking the editor's focus (mousedown is prevented).
  */
-export function SuggestionList({ view, error, selected, waiting, onPick, onHover, onMoreLikeThis }: Props) {
+export function SuggestionList({ view, error, selected, waiting, offline = false, onPick, onHover, onMoreLikeThis }: Props) {
   // view.texts holds only non-empty suggestions (useSuggestions drops blank ones), so indices match `selected`
   const options = view ? view.texts.map((t, i) => ({ t, i })) : [];
   const announcement = error
@@ -48,7 +59,9 @@ export function SuggestionList({ view, error, selected, waiting, onPick, onHover
           {error.field ? <span className="error-field"> ({error.field})</span> : null}
         </div>
       )}
-      {!error && waiting && options.length === 0 && <div className="suggestion-status">Thinking…</div>}
+      {!error && waiting && options.length === 0 && (
+        <div className="suggestion-status">{offline ? "Waiting for the server… (asked once it is back)" : "Thinking…"}</div>
+      )}
       {options.length > 0 && (
         <ul role="listbox" id="suggestion-list" aria-label="Suggestions" className="suggestion-list">
           {options.map(({ t, i }) => (
@@ -68,8 +81,16 @@ export function SuggestionList({ view, error, selected, waiting, onPick, onHover
         </ul>
       )}
       {view && options.length > 0 && (
-        <div className="suggestion-meta">
+        <div className="suggestion-meta" data-testid="suggestion-meta">
           <span>{view.streaming ? "streaming…" : describeLatency(view)}</span>
+          {describeCache(view.cache) && (
+            <span
+              className={`cache-badge ${view.cache ?? ""}`}
+              title={view.cache === "hit" ? "answered from the server's cache" : "shares an identical generation already running"}
+            >
+              {describeCache(view.cache)}
+            </span>
+          )}
           {!view.streaming && onMoreLikeThis && (
             <button type="button" className="link" onMouseDown={(e) => e.preventDefault()} onClick={onMoreLikeThis}>
               More like this

@@ -133,6 +133,7 @@ export function WritingEditor({ settings, onConnection, onText }: Props) {
         error={suggestions.error}
         selected={selected}
         waiting={suggestions.waiting}
+        offline={suggestions.connection !== "open"}
         onPick={pick}
         onHover={setSelected}
         onMoreLikeThis={moreLikeThis}

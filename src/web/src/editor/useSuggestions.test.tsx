@@ -50,7 +50,8 @@ describe("useSuggestions", () => {
     expect(result.current.connection).toBe("open");
     act(() => result.current.ask("x".repeat(600) + " It was"));
     expect(live().sent).toEqual([{ message_type: "new_request", prompt: "x".repeat(493) + " It was", temperature: 0.7,
-                                   top_k: 10, top_p: 0, length: 8, batch_size: 3, model_name: "tiny-gpt2" }]);
+                                   top_k: 10, top_p: 0, length: 8, batch_size: 3, model_name: "tiny-gpt2",
+                                   request_id: expect.stringMatching(/^[A-Za-z0-9_.:-]{1,64}$/) as unknown }]);
     expect(result.current.waiting).toBe(true);
   });
 
@@ -64,6 +65,30 @@ describe("useSuggestions", () => {
     act(() => live().frame({ message_type: "completed_response", ...base, text_0: "a dark night", text_1: "so", text_2: "the end" }));
     expect(result.current.view).toMatchObject({ texts: ["a dark night", "so", "the end"], streaming: false });
     expect(result.current.waiting).toBe(false);
+  });
+
+  it("shows where the suggestions come from (the frame's cache) and only the running request's frames", () => {
+    const { result } = renderHook(() => useSuggestions(settings));
+    act(() => live().open());
+    act(() => result.current.ask("It was"));
+    act(() => result.current.ask("It was")); // asked again, e.g. with another temperature
+    const [first, second] = live().sent.map((f) => f.request_id as string);
+    expect(first).not.toBe(second);
+    const base = { prompt: "It was", length: 8, model_name: "tiny-gpt2", seed: 42 };
+    act(() => live().frame({ message_type: "updated_response", ...base, request_id: first, cache: "miss", text_0: "old", text_1: "old", text_2: "old" }));
+    expect(result.current.view).toBeNull();
+    act(() => live().frame({ message_type: "completed_response", ...base, request_id: second, cache: "hit", text_0: "a", text_1: "b", text_2: "c" }));
+    expect(result.current.view).toMatchObject({ texts: ["a", "b", "c"], streaming: false, cache: "hit" });
+  });
+
+  it("takes control characters out of suggestions; one left empty is dropped", () => {
+    const { result } = renderHook(() => useSuggestions(settings));
+    act(() => live().open());
+    act(() => result.current.ask("It was"));
+    const request_id = live().sent[0].request_id;
+    act(() => live().frame({ message_type: "completed_response", prompt: "It was", length: 8, model_name: "tiny-gpt2", seed: 42, request_id,
+                             text_0: "squad\u0019ih", text_1: "\u0007\u0008", text_2: "a\nb" }));
+    expect(result.current.view?.texts).toEqual(["squadih", "a\nb"]);
   });
 
   it("an error replaces the suggestions and is not one of them", () => {

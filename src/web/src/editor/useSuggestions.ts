@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { WriteupClient, type ConnectionState } from "../protocol/client";
-import { promptWindow } from "../protocol/frames";
+import { cleanSuggestion, promptWindow } from "../protocol/frames";
 import type { FrameError } from "../protocol/types";
 import { newSessionId, writeupSocketUrl } from "../protocol/url";
 import type { Settings } from "../settings";
@@ -36,11 +36,12 @@ export function useSuggestions(settings: Settings): Suggestions {
         onUpdate: (u) => {
           setWaiting(!u.done);
           setView({
-            texts: u.texts.filter((t) => t.trim() !== ""),
+            texts: u.texts.map(cleanSuggestion).filter((t) => t.trim() !== ""),
             streaming: !u.done,
             firstFrameMs: u.firstFrameMs,
             elapsedMs: u.elapsedMs,
             seed: u.frame.seed,
+            ...(u.frame.cache ? { cache: u.frame.cache } : {}),
           });
         },
         onError: (_id, e) => {

@@ -57,6 +57,38 @@ describe.skipIf(!live)("WriteupClient against writeup-server", () => {
     c.client.close();
   });
 
+  it("two requests differing only in temperature: only the second one's frames arrive", async () => {
+    const c = connect();
+    await c.open;
+    c.client.request({ ...base, prompt: "the same prompt twice", length: 40, temperature: 0.5 });
+    const second = c.client.request({ ...base, prompt: "the same prompt twice", length: 40, temperature: 0.9 });
+    await until(() => c.updates.some((u) => u.done));
+    expect(c.updates.every((u) => u.id === second)).toBe(true);
+    // a server with request_id echoes it (an older one sends no key at all): every frame shown is the second's
+    if (c.updates.at(-1)?.frame.requestId !== undefined) {
+      for (const u of c.updates) expect(u.frame.requestId).toMatch(/^[A-Za-z0-9_.:-]{1,62}-2$/);
+    }
+    c.client.close();
+  });
+
+  it("a seeded request asked again comes from the cache (servers that say so)", async () => {
+    const c = connect();
+    await c.open;
+    const ask = { ...base, prompt: `cache me ${Date.now()}`, seed: 7 };
+    c.client.request(ask);
+    await until(() => c.updates.some((u) => u.done));
+    const first = c.updates.at(-1);
+    c.updates.length = 0;
+    c.client.request(ask);
+    await until(() => c.updates.some((u) => u.done));
+    if (first?.frame.cache !== undefined) {
+      expect(first.frame.cache).toBe("miss");
+      expect(c.updates.map((u) => [u.done, u.frame.cache])).toEqual([[true, "hit"]]);
+      expect(c.updates[0].texts).toEqual(first.texts);
+    }
+    c.client.close();
+  });
+
   it("reports a server error as an error and a lone surrogate prompt still matches", async () => {
     const c = connect();
     await c.open;

@@ -74,6 +74,7 @@ describe("WriteupClient", () => {
       },
       now: () => clock,
       random: () => 1,
+      requestIdPrefix: "t",
     });
     client.connect();
   });
@@ -86,7 +87,7 @@ describe("WriteupClient", () => {
     client.request(base);
     expect(last().sent).toEqual([]);
     last().serverOpens();
-    expect(last().sent).toEqual([{ message_type: "new_request", ...base }]);
+    expect(last().sent).toEqual([{ message_type: "new_request", ...base, request_id: "t-1" }]);
     expect(states).toEqual(["connecting", "open"]);
   });
 
@@ -113,6 +114,99 @@ describe("WriteupClient", () => {
     last().serverSends(frame("updated_response", base.prompt, ["old", "old"]));
     last().serverSends(frame("updated_response", "It was a dark and", ["new", "new"]));
     expect(updates.map((u) => [u.id, u.texts[0]])).toEqual([[second, "new"]]);
+  });
+
+  it("sends a fresh request_id with every new_request", () => {
+    last().serverOpens();
+    client.request(base);
+    client.request(base);
+    client.request({ ...base, temperature: 0.9 });
+    const ids = last().sent.map((f) => (f as { request_id: string }).request_id);
+    expect(ids).toEqual(["t-1", "t-2", "t-3"]);
+  });
+
+  it("makes request_ids the server accepts, with a random prefix per client", () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const s: FakeSocket[] = [];
+      const c = new WriteupClient({ url: "ws://h/", events: {}, socketFactory: (u) => (s.push(new FakeSocket(u)), s[0]) });
+      c.connect();
+      s[0].serverOpens();
+      c.request(base);
+      ids.push((s[0].sent[0] as { request_id: string }).request_id);
+      c.close();
+    }
+    for (const id of ids) expect(id).toMatch(/^[A-Za-z0-9_.:-]{1,64}$/);
+    expect(ids[0]).not.toBe(ids[1]);
+  });
+
+  describe("with a server that echoes request_id", () => {
+    it("drops the late frames of a request that differed only in temperature", () => {
+      last().serverOpens();
+      client.request({ ...base, temperature: 0.7 }); // t-1
+      const second = client.request({ ...base, temperature: 0.9 }); // t-2
+      // the old request's frames echo exactly what the new one's do, but for its request_id
+      last().serverSends(frame("updated_response", base.prompt, ["old", "old"], { request_id: "t-1", cache: "miss" }));
+      last().serverSends(frame("completed_response", base.prompt, ["old", "old"], { request_id: "t-1", cancelled: true }));
+      last().serverSends(frame("updated_response", base.prompt, ["new", "new"], { request_id: "t-2", cache: "miss" }));
+      last().serverSends(frame("completed_response", base.prompt, ["new!", "new!"], { request_id: "t-2", cache: "miss" }));
+      expect(updates.map((u) => [u.id, u.texts[0], u.done, u.frame.cache])).toEqual([
+        [second, "new", false, "miss"],
+        [second, "new!", true, "miss"],
+      ]);
+    });
+
+    it("ignores an error frame for the old request", () => {
+      last().serverOpens();
+      client.request(base);
+      const second = client.request({ ...base, top_k: 20 });
+      last().serverSends({ message_type: "error", prompt: base.prompt, text_0: "Error: busy", text_1: "", request_id: "t-1",
+                           error: { code: "overloaded", message: "busy", field: null } });
+      expect(errors).toEqual([]);
+      expect(client.runningId).toBe(second);
+      last().serverSends({ message_type: "error", prompt: base.prompt, text_0: "Error: busy", text_1: "", request_id: "t-2",
+                           error: { code: "overloaded", message: "busy", field: null } });
+      expect(errors).toEqual([{ id: second, error: { code: "overloaded", message: "busy", field: null } }]);
+    });
+
+    it("drops a frame whose request_id is null, naming an error in the console", () => {
+      last().serverOpens();
+      client.request(base);
+      last().serverSends(frame("updated_response", base.prompt, ["a", "b"], { request_id: null }));
+      last().serverSends({ message_type: "error", prompt: "", text_0: "Error: x", request_id: null, error: { code: "invalid_json", message: "x", field: null } });
+      expect(updates).toEqual([]);
+      expect(errors).toEqual([]);
+      expect(protocolErrors).toEqual(["error for no request: x"]);
+      expect(client.runningId).not.toBeNull();
+    });
+
+    it("matches by request_id alone, even when an echoed field differs", () => {
+      last().serverOpens();
+      client.request(base);
+      // e.g. a server that echoes the prompt differently: the id decides
+      last().serverSends(frame("updated_response", "something else", ["a", "b"], { request_id: "t-1" }));
+      expect(updates).toHaveLength(1);
+    });
+
+    it("drops frames of the first send after a reconnect resent the request under a new id", () => {
+      last().serverOpens();
+      const id = client.request(base);
+      last().serverDrops();
+      vi.advanceTimersByTime(500);
+      last().serverOpens();
+      last().serverSends(frame("updated_response", base.prompt, ["old", "old"], { request_id: "t-1" }));
+      last().serverSends(frame("updated_response", base.prompt, ["new", "new"], { request_id: "t-2" }));
+      expect(updates.map((u) => [u.id, u.texts[0]])).toEqual([[id, "new"]]);
+    });
+  });
+
+  it("without a request_id key (older server), two requests differing only in temperature cannot be told apart", () => {
+    // documents the limit of the fallback: the echoed fields are the same
+    last().serverOpens();
+    client.request({ ...base, temperature: 0.7 });
+    const second = client.request({ ...base, temperature: 0.9 });
+    last().serverSends(frame("updated_response", base.prompt, ["old?", "old?"]));
+    expect(updates.map((u) => u.id)).toEqual([second]);
   });
 
   it("tells a same-prompt re-ask apart by its seed (more like this)", () => {
@@ -195,7 +289,8 @@ describe("WriteupClient", () => {
     expect(sockets).toHaveLength(3);
     last().serverOpens();
     expect(states.at(-1)).toBe("open");
-    expect(last().sent).toEqual([{ message_type: "new_request", ...base }]);
+    // sent again under a fresh request_id
+    expect(last().sent).toEqual([{ message_type: "new_request", ...base, request_id: "t-2" }]);
     // a later drop starts from the base delay again
     last().serverDrops();
     vi.advanceTimersByTime(500);

@@ -47,6 +47,8 @@ export interface ClientOptions {
   socketFactory?: SocketFactory;
   now?: () => number;
   random?: () => number;
+  /** the start of every request_id this client sends (default: random, so unique per page load) */
+  requestIdPrefix?: string;
 }
 
 interface Running {
@@ -54,15 +56,27 @@ interface Running {
   request: WriteupRequest;
   /** the prompt as the server echoes it (lone surrogates replaced) */
   echoPrompt: string;
+  /** the request_id of the new_request last sent for it (fresh for each one sent) */
+  requestId: string;
   sentAt: number;
   firstFrameAt?: number;
   sent: boolean;
 }
 
+/** 8 random base-36 characters (crypto when there is one: it needs no secure context). */
+function randomPrefix(): string {
+  const bytes = new Uint8Array(8);
+  if (typeof globalThis.crypto?.getRandomValues === "function") globalThis.crypto.getRandomValues(bytes);
+  else bytes.forEach((_, i) => (bytes[i] = Math.floor(Math.random() * 256)));
+  return Array.from(bytes, (b) => (b % 36).toString(36)).join("");
+}
+
 /**
  * One writeup WebSocket with at most one running request. A new request supersedes the running
- * one (the server cancels it); frames that do not answer the running request are dropped, matched
- * on what the server echoes: prompt, batch size, length, and model / seed when the request named them.
+ * one (the server cancels it); frames that do not answer the running request are dropped. Every
+ * new_request carries a fresh request_id; a frame with a request_id key answers the running request
+ * only when it echoes that id. A frame without the key (an older server) is matched on what it
+ * echoes instead: prompt, batch size, length, and model / seed when the request named them.
  * The socket reconnects with exponential backoff; a request still running when the socket dropped
  * is sent again once it is back.
  */
@@ -73,6 +87,8 @@ export class WriteupClient {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private stopped = true;
   private nextId = 1;
+  private nextSend = 1;
+  private readonly idPrefix: string;
   private running: Running | null = null;
   private readonly factory: SocketFactory;
   private readonly now: () => number;
@@ -82,6 +98,7 @@ export class WriteupClient {
     this.factory = options.socketFactory ?? ((url) => new WebSocket(url) as unknown as SocketLike);
     this.now = options.now ?? (() => performance.now());
     this.random = options.random ?? Math.random;
+    this.idPrefix = options.requestIdPrefix ?? randomPrefix();
   }
 
   get connectionState(): ConnectionState {
@@ -116,7 +133,7 @@ export class WriteupClient {
   /** Sends a new_request, superseding the running one; returns its id. */
   request(request: WriteupRequest): number {
     const id = this.nextId++;
-    this.running = { id, request, echoPrompt: toWellFormed(request.prompt), sentAt: this.now(), sent: false };
+    this.running = { id, request, echoPrompt: toWellFormed(request.prompt), requestId: "", sentAt: this.now(), sent: false };
     this.flush();
     return id;
   }
@@ -135,7 +152,8 @@ export class WriteupClient {
     r.sentAt = this.now();
     r.firstFrameAt = undefined;
     r.sent = true;
-    this.socket.send(newRequestFrame(r.request));
+    r.requestId = `${this.idPrefix}-${this.nextSend++}`;
+    this.socket.send(newRequestFrame({ ...r.request, request_id: r.requestId }));
   }
 
   private open(): void {
@@ -185,6 +203,8 @@ export class WriteupClient {
   private answersRunning(frame: Frame): boolean {
     const r = this.running;
     if (!r || !r.sent || frame.cancelled) return false;
+    if (frame.requestId !== undefined) return frame.requestId === r.requestId;
+    // an older server echoes no request_id: match on what it does echo
     if (frame.prompt !== r.echoPrompt) return false;
     if (frame.type === "error" || frame.type === "oom_response") return true; // they echo only the prompt
     if (frame.texts.length !== r.request.batch_size) return false;
@@ -206,7 +226,12 @@ export class WriteupClient {
       this.options.events.onProtocolError?.(e instanceof FrameParseError ? e.message : String(e));
       return;
     }
-    if (!this.answersRunning(frame)) return; // stale: a superseded or cancelled request
+    if (!this.answersRunning(frame)) {
+      // stale: a superseded or cancelled request. An error that names no request cannot be ours
+      // (every new_request carries an id), but it is worth a line in the console.
+      if (frame.error && frame.requestId === null) this.options.events.onProtocolError?.(`error for no request: ${frame.error.message}`);
+      return;
+    }
     const r = this.running as Running;
     const now = this.now();
     if (frame.error) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { cancelRequestFrame, FrameParseError, newRequestFrame, parseFrame, promptWindow, toWellFormed } from "./frames";
+import { cancelRequestFrame, cleanSuggestion, FrameParseError, newRequestFrame, parseFrame, promptWindow, toWellFormed } from "./frames";
 
 const wrap = (m: Record<string, unknown>) => JSON.stringify({ message: m });
 
@@ -13,6 +13,10 @@ describe("new_request / cancel_request", () => {
     expect(j.model_name).toBe("gpt2");
     expect(j.seed).toBe(7);
   });
+  it("carries the request_id when given", () => {
+    const j = JSON.parse(newRequestFrame({ prompt: "a", temperature: 1, top_k: 0, top_p: 0, length: 5, batch_size: 1, request_id: "k3x.7" }));
+    expect(j.request_id).toBe("k3x.7");
+  });
   it("cancel_request is just its type", () => {
     expect(JSON.parse(cancelRequestFrame())).toEqual({ message_type: "cancel_request" });
   });
@@ -23,6 +27,19 @@ describe("parseFrame", () => {
     const f = parseFrame(wrap({ message_type: "updated_response", prompt: "p", text_0: "a", text_1: "b", model_name: "tiny", cache_key: "k", seed: 42, length: 10, completed: 3 }));
     expect(f).toMatchObject({ type: "updated_response", prompt: "p", texts: ["a", "b"], modelName: "tiny", cacheKey: "k", seed: 42, length: 10, completed: 3, cancelled: false });
     expect(f.error).toBeUndefined();
+  });
+  it("reads request_id and cache, and tells an absent request_id key from a null one", () => {
+    const f = parseFrame(wrap({ message_type: "completed_response", prompt: "p", text_0: "a", request_id: "r.1", cache: "hit" }));
+    expect(f.requestId).toBe("r.1");
+    expect(f.cache).toBe("hit");
+    const none = parseFrame(wrap({ message_type: "error", prompt: "p", text_0: "Error: x", request_id: null }));
+    expect(none.requestId).toBeNull();
+    const old = parseFrame(wrap({ message_type: "updated_response", prompt: "p", text_0: "a" }));
+    expect("requestId" in old).toBe(false);
+    expect(old.cache).toBeUndefined();
+  });
+  it("ignores a cache value it does not know", () => {
+    expect(parseFrame(wrap({ message_type: "updated_response", prompt: "p", text_0: "a", cache: "maybe" })).cache).toBeUndefined();
   });
   it("reads a cancelled completed_response", () => {
     const f = parseFrame(wrap({ message_type: "completed_response", prompt: "p", text_0: "", cancelled: true, cache_key: null }));
@@ -42,9 +59,18 @@ describe("parseFrame", () => {
     ["[1]", "frame has no \"message\" object"],
     [wrap({ message_type: "hello" }), "unknown message_type \"hello\""],
     [wrap({ message_type: "updated_response", text_0: 5 }), "text_0 is not a string"],
+    [wrap({ message_type: "updated_response", text_0: "a", request_id: 5 }), "request_id is not a string or null"],
   ])("rejects %s", (data, message) => {
     expect(() => parseFrame(data)).toThrow(FrameParseError);
     expect(() => parseFrame(data)).toThrow(message);
+  });
+});
+
+describe("cleanSuggestion", () => {
+  it("takes control characters out and keeps tabs, newlines and everything printable", () => {
+    expect(cleanSuggestion("squadatures\u0019ih <136")).toBe("squadaturesih <136");
+    expect(cleanSuggestion("a\u0000b\u001bc\u007fd\u0085e\rf")).toBe("abcdef");
+    expect(cleanSuggestion("line\n\tnext \ufffd \u58eb 😀")).toBe("line\n\tnext \ufffd \u58eb 😀");
   });
 });
 

@@ -1,6 +1,10 @@
-import type { Frame, FrameError, FrameType, WriteupRequest } from "./types";
+import type { CacheOutcome, Frame, FrameError, FrameType, WriteupRequest } from "./types";
 
 const FRAME_TYPES: readonly FrameType[] = ["updated_response", "completed_response", "error", "oom_response"];
+const CACHE_OUTCOMES: readonly CacheOutcome[] = ["hit", "join", "miss", "off"];
+
+/** What the server accepts as a request_id: 1-64 characters from [A-Za-z0-9_.:-]. */
+export const REQUEST_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 /** Replaces each lone UTF-16 surrogate with U+FFFD, as the server does with the prompt it echoes. */
 export function toWellFormed(text: string): string {
@@ -35,6 +39,15 @@ export function promptWindow(text: string, maxChars = 500): string {
   return toWellFormed(text.slice(start));
 }
 
+/**
+ * A suggestion as the writer may see and insert it: control characters (a small model can sample
+ * them, e.g. U+0019) taken out; tabs and newlines kept.
+ */
+export function cleanSuggestion(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, "");
+}
+
 /** The JSON text of a new_request frame. Optional fields that are unset are left out. */
 export function newRequestFrame(request: WriteupRequest): string {
   const frame: Record<string, unknown> = {
@@ -49,6 +62,7 @@ export function newRequestFrame(request: WriteupRequest): string {
   if (request.model_name) frame.model_name = request.model_name;
   if (request.seed !== undefined) frame.seed = request.seed;
   if (request.api_key) frame.api_key = request.api_key;
+  if (request.request_id !== undefined) frame.request_id = request.request_id;
   return JSON.stringify(frame);
 }
 
@@ -100,6 +114,11 @@ export function parseFrame(data: string): Frame {
   };
   if (typeof m.model_name === "string") frame.modelName = m.model_name;
   if (typeof m.cache_key === "string" || m.cache_key === null) frame.cacheKey = m.cache_key;
+  if ("request_id" in m) {
+    if (typeof m.request_id !== "string" && m.request_id !== null) throw new FrameParseError("request_id is not a string or null");
+    frame.requestId = m.request_id;
+  }
+  if (typeof m.cache === "string" && (CACHE_OUTCOMES as readonly string[]).includes(m.cache)) frame.cache = m.cache as CacheOutcome;
   if (typeof m.seed === "number") frame.seed = m.seed;
   if (typeof m.length === "number") frame.length = m.length;
   if (typeof m.completed === "number") frame.completed = m.completed;

@@ -20,9 +20,17 @@ export interface WriteupRequest {
   /** absent = the server's default seed */
   seed?: number;
   api_key?: string;
+  /** 1-64 chars of [A-Za-z0-9_.:-]; the server echoes it in every frame answering this request */
+  request_id?: string;
 }
 
 export type FrameType = "updated_response" | "completed_response" | "error" | "oom_response";
+
+/**
+ * Where a frame's suggestions come from: "hit" the stored cache (one completed_response), "join" an
+ * identical generation already running, "miss" generated now (and stored), "off" not cacheable.
+ */
+export type CacheOutcome = "hit" | "join" | "miss" | "off";
 
 export interface FrameError {
   code: string;
@@ -38,6 +46,10 @@ export interface Frame {
   texts: string[];
   modelName?: string;
   cacheKey?: string | null;
+  /** the request_id echoed: undefined when the frame has no request_id key (an older server), null when the request had none */
+  requestId?: string | null;
+  /** absent on older servers */
+  cache?: CacheOutcome;
   seed?: number;
   length?: number;
   completed?: number;
