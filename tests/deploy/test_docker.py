@@ -188,6 +188,22 @@ def test_no_syntax_line_and_one_gid_for_the_writeup_group():
                 assert ctx["runAsGroup"] == 10001 and ctx["fsGroup"] == 10001, f.name
 
 
+def test_both_images_serve_the_editor_page():
+    """Issue 14: each image builds src/web in its own stage (the lock file's packages) and puts the
+    page where the server's "auto" static_dir looks: /usr/local/bin/../share/writeup/web."""
+    for rel in ("src/web/node_modules/react/package.json", "src/web/dist/index.html"):
+        assert dockerignore_excludes(rel), rel
+    for rel in ("src/web/package.json", "src/web/package-lock.json", "src/web/src/main.tsx", "scripts/build-web"):
+        assert not dockerignore_excludes(rel), rel
+    for path in DOCKERFILES:
+        text = path.read_text()
+        web = text.split("AS web", 1)[1].split("\nFROM ", 1)[0]
+        assert "npm ci" in web and "scripts/build-web --out /opt/writeup/web" in web, path.name
+        runtime = text.split("AS runtime", 1)[1]
+        assert "COPY --from=web /opt/writeup/web /usr/local/share/writeup/web" in runtime, path.name
+        assert "COPY --from=build /src/build/writeup-server" in runtime  # the binary in /usr/local/bin
+
+
 def test_cpu_runtime_copies_only_the_libraries_the_binaries_load():
     """The runtime stage takes scripts/runtime-libs' set (checked alone in test_runtime_libs.py)
     instead of installing libtorch1.13 and every hard dependency of Debian's package."""

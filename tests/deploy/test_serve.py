@@ -16,14 +16,15 @@ NOTICE = "random weights: output is random text; run scripts/fetch-model gpt2 fo
 
 
 class Serve:
-    def __init__(self, tmp_path, endpoint, *args):
+    def __init__(self, tmp_path, endpoint, *args, web=False):
         self.build = tmp_path / "build"
         self.models = tmp_path / "models"
         env = {**os.environ, "HF_ENDPOINT": endpoint, "WRITEUP_BUILD_DIR": str(self.build)}
         self.stderr = open(tmp_path / "serve.err", "w+")
         self.proc = subprocess.Popen(
             ["bash", str(SERVE), "--server-bin", server_bin(), "--port", "0",
-             "--models-dir", str(self.models), *args, "--", "--log-level", "info"],
+             "--models-dir", str(self.models), *([] if web else ["--no-web"]), *args,
+             "--", "--log-level", "info"],
             stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         line = self.proc.stdout.readline()
         if "listening on" not in line:
@@ -52,7 +53,8 @@ class Serve:
 
 
 def test_shellcheck_clean():
-    r = subprocess.run([need_tool("shellcheck"), str(SERVE), str(ROOT / "scripts" / "install-deps.sh")],
+    r = subprocess.run([need_tool("shellcheck"), str(SERVE), str(ROOT / "scripts" / "install-deps.sh"),
+                        str(ROOT / "scripts" / "build-web")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
 
@@ -113,6 +115,55 @@ def test_model_flag_and_pass_through_args(tmp_path):
         assert s.ctrl_c() == 0
     finally:
         s.close()
+
+
+def test_builds_and_serves_the_editor_page(tmp_path):
+    """Without --no-web serve builds the page into its build folder and the server serves it."""
+    if shutil.which("npm") is None or not (ROOT / "src" / "web" / "node_modules").is_dir():
+        import pytest
+        pytest.skip("npm or src/web/node_modules missing (scripts/install-deps.sh installs both)")
+    s = Serve(tmp_path, "http://127.0.0.1:9", "--no-fetch", web=True)
+    try:
+        page = requests.get(s.url + "/", timeout=5)
+        assert page.status_code == 200 and page.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert '<div id="root">' in page.text
+        assets = [p for p in (s.build / "web" / "assets").iterdir() if p.suffix == ".js"]
+        assert assets, "no bundle in the build folder"
+        js = requests.get(s.url + "/assets/" + assets[0].name, timeout=5)
+        assert js.status_code == 200 and js.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert "Write with suggestions: open http://127.0.0.1:PORT/ in a browser" in s.err()
+        config = json.loads((s.build / "serve.json").read_text())
+        assert config["server"]["static_dir"] == str(s.build / "web")
+        assert s.ctrl_c() == 0
+    finally:
+        s.close()
+
+
+def test_without_npm_it_says_so_and_serves_the_api(tmp_path):
+    """A PATH without node/npm: the page is not built, serve says why, and the API still works."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "python3", "dirname", "mkdir", "cat", "awk", "timeout", "env"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    env = {**os.environ, "PATH": str(bin_dir), "WRITEUP_BUILD_DIR": str(tmp_path / "build")}
+    proc = subprocess.Popen(["bash", str(SERVE), "--server-bin", server_bin(), "--port", "0", "--no-fetch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
+        url = line.split()[-1]
+        assert requests.get(url + "/health", timeout=5).status_code == 200
+        assert requests.get(url + "/", timeout=5).status_code == 404
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+        err = proc.stderr.read()
+        assert "no node/npm: serving the API alone" in err and "no editor page" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_bad_flags_fail_clearly(tmp_path):
