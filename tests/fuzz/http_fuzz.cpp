@@ -55,8 +55,10 @@ constexpr const char* kOrigin = "http://allowed.example";
 std::string static_dir() {
   const auto dir = std::filesystem::temp_directory_path() / "writeup-http-fuzz-static";
   std::filesystem::create_directories(dir / "sub");
+  std::filesystem::create_directories(dir / "assets");
   std::ofstream(dir / "index.html") << "<!doctype html><title>writeup</title>";
   std::ofstream(dir / "sub" / "app.js") << "console.log(1);";
+  std::ofstream(dir / "assets" / "index-B4x_9kQz.js") << "console.log(2);";  // a hashed asset
   return dir.string();
 }
 
