@@ -5,7 +5,8 @@
 // Optional: CHROMIUM=/usr/bin/chromium, E2E_ARTIFACTS=dir for the screenshots (default e2e/artifacts;
 // a first argument names it too). The server serves the model under two names (tiny-gpt2 and
 // tiny-gpt2-b) so that changing the model is a real change. Every wait is bounded; the process
-// exits 1 on the first failed check (and 2 when the environment is missing).
+// exits 1 on the first failed check (and 2 when the environment is missing). A second, short server
+// started with --api-key checks that the page asks for the key and works once it is entered.
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import net from "node:net";
@@ -39,9 +40,9 @@ function freePort() {
   });
 }
 
-async function startServer(port) {
-  const child = spawn(serverBin, ["--port", String(port), "--model", `tiny-gpt2=${modelDir}`,
-                                  "--model", `tiny-gpt2-b=${modelDir}`, "--redis", "none",
+/** the main server: the model under two names; `extra` adds options (--api-key) */
+async function startServer(port, extra = ["--model", `tiny-gpt2-b=${modelDir}`]) {
+  const child = spawn(serverBin, ["--port", String(port), "--model", `tiny-gpt2=${modelDir}`, ...extra, "--redis", "none",
                                   "--log-level", "warn", "--static-dir", dist], { stdio: ["ignore", "inherit", "inherit"] });
   let spawnError = null;
   child.once("error", (e) => (spawnError = e));
@@ -179,6 +180,7 @@ async function setDocument(text) {
 const hasLoneSurrogate = (s) => /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
 
 let failed = false;
+let keyServer = null;
 try {
   await page.goto(url);
   await check("page loads and connects", page, async () => {
@@ -405,11 +407,107 @@ try {
     await page.keyboard.press("ArrowDown");
     await page.screenshot({ path: path.join(artifacts, "editor.png") });
   });
+  // a server that needs an API key: a fresh page (its own origin, so no stored settings)
+  const apiKey = "e2e-key-7f3a";
+  const keyPort = await freePort();
+  keyServer = await startServer(keyPort, ["--api-key", apiKey]);
+  const keyPage = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  keyPage.setDefaultTimeout(10000);
+  const keyPageErrors = [];
+  const keySent = [];
+  const keyReceived = [];
+  const modelsAuth = []; // the Authorization header of each GET /v1/models ("" = none)
+  keyPage.on("pageerror", (e) => keyPageErrors.push(String(e)));
+  keyPage.on("websocket", (ws) => {
+    ws.on("framesent", (f) => keySent.push(parse(f.payload)));
+    ws.on("framereceived", (f) => keyReceived.push(parse(f.payload).message ?? { unparsable: String(f.payload) }));
+  });
+  keyPage.on("request", (r) => new URL(r.url()).pathname === "/v1/models" && modelsAuth.push(r.headers().authorization ?? ""));
+  const keyRequests = () => keySent.filter((f) => f.message_type === "new_request");
+  /** the answer of `type` to the last new_request (whose prompt ends with `promptEnd`) */
+  async function keyAnswer(type, promptEnd = "") {
+    const end = Date.now() + 10000;
+    for (;;) {
+      const r = keyRequests().at(-1);
+      const done = r?.prompt.endsWith(promptEnd) && keyReceived.find((m) => m.request_id === r.request_id && m.message_type === type);
+      if (done) return { request: r, frame: done };
+      if (Date.now() > end) throw new Error(`no ${type} for ${JSON.stringify(r)}`);
+      await keyPage.waitForTimeout(50);
+    }
+  }
+  const keyEditor = keyPage.getByTestId("editor");
+  const keyOptions = keyPage.locator("#suggestion-list [role=option]");
+  const keyField = keyPage.locator("#api-key");
+  const settingsKeyError = keyPage.getByTestId("api-key-error");
+  const suggestionsKeyError = keyPage.locator(".suggestions [role=alert]");
+  await keyPage.goto(`http://127.0.0.1:${keyPort}/`);
+  await check("a server with an API key: the page loads and asks for the key", keyPage, async () => {
+    await keyPage.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+    await settingsKeyError.filter({ hasText: "This server needs an API key" }).waitFor();
+    assert(modelsAuth.length >= 1 && modelsAuth.every((a) => a === ""), `GET /v1/models sent a key: ${JSON.stringify(modelsAuth)}`);
+    assert((await keyField.getAttribute("type")) === "password" && (await keyField.getAttribute("autocomplete")) === "off", "the key field is not a password field");
+    assert((await keyPage.locator("[data-testid=model-picker] option[value=tiny-gpt2]").count()) === 0, "models listed without the key");
+    await keyEditor.click();
+    await keyPage.keyboard.type("The keeper climbed the stairs ");
+    const { request, frame } = await keyAnswer("error", "stairs ");
+    assert(!("api_key" in request), `a request without a key sent api_key: ${JSON.stringify(request)}`);
+    assert(frame.error?.code === "missing_api_key", `error frame: ${JSON.stringify(frame)}`);
+    await suggestionsKeyError.filter({ hasText: "This server needs an API key" }).waitFor();
+    assert((await keyOptions.count()) === 0, "the key error became a suggestion");
+    await keyPage.screenshot({ path: path.join(artifacts, "api-key-asked.png") });
+  });
+  await check("a wrong key typed into the settings is refused", keyPage, async () => {
+    await suggestionsKeyError.getByRole("button", { name: "Enter the key" }).click();
+    assert(await keyField.evaluate((el) => el === document.activeElement), "Enter the key did not focus the key field");
+    const before = keyRequests().length;
+    await keyPage.keyboard.type("wrong");
+    // asked again without more writing, and the models list too
+    await settingsKeyError.filter({ hasText: "did not accept this API key" }).waitFor();
+    const { request, frame } = await keyAnswer("error", "stairs ");
+    assert(keyRequests().length > before && request.api_key === "wrong", `not asked again with the key: ${JSON.stringify(request)}`);
+    assert(frame.error?.code === "invalid_api_key", `error frame: ${JSON.stringify(frame)}`);
+    await suggestionsKeyError.filter({ hasText: "did not accept this API key" }).waitFor();
+    assert(modelsAuth.at(-1) === "Bearer wrong", `GET /v1/models sent ${JSON.stringify(modelsAuth.at(-1))}`);
+  });
+  await check("the right key brings the models and streamed suggestions", keyPage, async () => {
+    await keyField.focus();
+    await keyPage.keyboard.press("Control+a");
+    await keyPage.keyboard.type(apiKey);
+    await keyPage.locator("[data-testid=model-picker] option[value=tiny-gpt2]").waitFor({ state: "attached" });
+    await settingsKeyError.waitFor({ state: "detached" });
+    assert(modelsAuth.at(-1) === `Bearer ${apiKey}`, `GET /v1/models sent ${JSON.stringify(modelsAuth.at(-1))}`);
+    await keyOptions.first().waitFor();
+    const { request } = await keyAnswer("completed_response", "stairs ");
+    assert(request.api_key === apiKey, `the request carries ${JSON.stringify(request.api_key)}`);
+    const types = keyReceived.filter((m) => m.request_id === request.request_id).map((m) => m.message_type);
+    assert(types.length >= 2 && types.at(-1) === "completed_response" && types.slice(0, -1).every((t) => t === "updated_response"),
+           `expected updated_responses then a completed_response, got ${JSON.stringify(types)}`);
+    await keyPage.getByTestId("suggestion-meta").filter({ hasText: "done" }).waitFor();
+    assert((await suggestionsKeyError.count()) === 0, "a key error is still shown");
+    await keyPage.screenshot({ path: path.join(artifacts, "api-key-entered.png") });
+  });
+  await check("the key is kept across a reload and sent with every request", keyPage, async () => {
+    await keyPage.reload();
+    await keyPage.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+    assert((await keyField.inputValue()) === apiKey, "the key was not kept");
+    await keyPage.locator("[data-testid=model-picker] option[value=tiny-gpt2]").waitFor({ state: "attached" });
+    await keyEditor.click();
+    await keyPage.keyboard.press("Control+End");
+    await keyPage.keyboard.type(" and ");
+    await keyOptions.first().waitFor();
+    const { request } = await keyAnswer("completed_response", " and ");
+    assert(request.api_key === apiKey, `the request carries ${JSON.stringify(request.api_key)}`);
+    assert(keyPageErrors.length === 0, `page errors: ${keyPageErrors.join("; ")}`);
+    const ids = new Set(keyRequests().map((r) => r.request_id));
+    const strangers = keyReceived.filter((m) => !ids.has(m.request_id));
+    assert(strangers.length === 0, `frames for no request the page sent: ${JSON.stringify(strangers.slice(0, 3))}`);
+  });
 } catch {
   failed = true;
 } finally {
   await browser.close();
   await stopServer(server);
+  if (keyServer) await stopServer(keyServer);
 }
 console.log(failed ? "FAILED" : "all passed");
 process.exit(failed ? 1 : 0);

@@ -1,3 +1,4 @@
+import { API_KEY_INPUT_ID, type ApiKeyProblem } from "./api/apiKey";
 import type { ModelChoice } from "./api/models";
 import type { Settings } from "./settings";
 
@@ -5,6 +6,8 @@ interface Props {
   settings: Settings;
   models: ModelChoice[];
   modelsError: string | null;
+  /** GET /v1/models was refused for want of a (valid) key: modelsError says so next to the key field */
+  keyProblem?: ApiKeyProblem | null;
   onChange(next: Settings): void;
 }
 
@@ -24,7 +27,7 @@ const FIELDS: NumberField[] = [
   { key: "batchSize", label: "Number of suggestions", min: 1, max: 10, step: 1 },
 ];
 
-export function SettingsPanel({ settings, models, modelsError, onChange }: Props) {
+export function SettingsPanel({ settings, models, modelsError, keyProblem = null, onChange }: Props) {
   const current = models.find((m) => m.name === settings.model);
   return (
     <form className="settings" onSubmit={(e) => e.preventDefault()} aria-label="Settings">
@@ -44,7 +47,7 @@ export function SettingsPanel({ settings, models, modelsError, onChange }: Props
           ))}
         </select>
       </label>
-      {modelsError && <p role="alert" className="settings-error">{modelsError}</p>}
+      {modelsError && !keyProblem && <p role="alert" className="settings-error">{modelsError}</p>}
       {current?.notice && <p className="model-notice">{current.notice}</p>}
       {FIELDS.map((f) => (
         <label key={f.key}>
@@ -73,6 +76,22 @@ export function SettingsPanel({ settings, models, modelsError, onChange }: Props
             const v = e.target.valueAsNumber;
             onChange({ ...settings, seed: Number.isFinite(v) && v >= 0 ? Math.floor(v) : null });
           }}
+        />
+      </label>
+      {modelsError && keyProblem && (
+        <p role="alert" className="settings-error" id="api-key-error" data-testid="api-key-error">{modelsError}</p>
+      )}
+      <label>
+        API key (when the server needs one)
+        <input
+          id={API_KEY_INPUT_ID}
+          type="password"
+          autoComplete="off"
+          spellCheck={false}
+          value={settings.apiKey}
+          aria-invalid={keyProblem ? true : undefined}
+          aria-describedby={modelsError && keyProblem ? "api-key-error" : undefined}
+          onChange={(e) => onChange({ ...settings, apiKey: e.target.value })}
         />
       </label>
     </form>

@@ -9,6 +9,8 @@ export interface Settings {
   batchSize: number;
   /** null = the server's default seed */
   seed: number | null;
+  /** the server's API key ("" = none); sent as the Bearer header of GET /v1/models and as api_key */
+  apiKey: string;
 }
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -19,6 +21,7 @@ export const DEFAULT_SETTINGS: Settings = {
   topP: 0,
   batchSize: 3,
   seed: null,
+  apiKey: "",
 };
 
 const KEY = "writeup.settings.v1";
@@ -41,6 +44,7 @@ export function sanitizeSettings(v: unknown): Settings {
     topP: clampNumber(o.topP, 0, 1, d.topP, false),
     batchSize: clampNumber(o.batchSize, 1, 10, d.batchSize, true),
     seed: o.seed === null || o.seed === undefined ? null : clampNumber(o.seed, 0, Number.MAX_SAFE_INTEGER, 0, true),
+    apiKey: typeof o.apiKey === "string" ? o.apiKey : d.apiKey,
   };
 }
 

@@ -1,3 +1,5 @@
+import { apiKeyProblem, keyToSend } from "./apiKey";
+
 /** One entry of GET /v1/models as the server answers it. */
 export interface ServerModel {
   id: string;
@@ -55,8 +57,42 @@ export function modelChoices(models: ServerModel[]): ModelChoice[] {
   return out;
 }
 
-export async function fetchModels(fetchImpl: typeof fetch = fetch): Promise<ServerModel[]> {
-  const res = await fetchImpl("/v1/models", { headers: { Accept: "application/json" } });
-  if (!res.ok) throw new Error(`GET /v1/models answered ${res.status}`);
+/** GET /v1/models answered with an error status; `code` is the server's error code when it sent one. */
+export class ModelsError extends Error {
+  constructor(message: string, readonly status: number, readonly code: string | null) {
+    super(message);
+    this.name = "ModelsError";
+  }
+}
+
+/** The `error.code` of an error answer, or null. */
+async function errorCode(res: Response): Promise<string | null> {
+  try {
+    const body: unknown = await res.json();
+    return isRecord(body) && isRecord(body.error) && typeof body.error.code === "string" ? body.error.code : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Reads GET /v1/models; with an API key (not blank) it goes as `Authorization: Bearer KEY`.
+ * An error answer throws a ModelsError (a 401 with the server's missing_api_key / invalid_api_key).
+ */
+export async function fetchModels(apiKey = "", fetchImpl: typeof fetch = fetch): Promise<ServerModel[]> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  const key = keyToSend(apiKey);
+  if (key) {
+    // fetch refuses a header value it cannot send; say which setting holds it
+    if (!/^[\x20-\x7e]*$/.test(key)) throw new ModelsError("the API key holds characters other than printable ASCII (an HTTP header cannot carry them)", 0, "invalid_api_key");
+    headers.Authorization = `Bearer ${key}`;
+  }
+  const res = await fetchImpl("/v1/models", { headers });
+  if (!res.ok) {
+    const code = await errorCode(res);
+    // a 401 without a code is still about the key
+    const keyCode = res.status === 401 && apiKeyProblem(code) === null ? (key ? "invalid_api_key" : "missing_api_key") : code;
+    throw new ModelsError(`GET /v1/models answered ${res.status}`, res.status, keyCode);
+  }
   return parseModels(await res.json());
 }

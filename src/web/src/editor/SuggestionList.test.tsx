@@ -36,6 +36,24 @@ describe("SuggestionList", () => {
     expect(screen.getByTestId("live").textContent).toBe("Error: length (200) does not fit");
   });
 
+  it("a key error asks for the key (not the protocol's wording), offers nothing to insert and focuses the key field", () => {
+    const input = document.createElement("input");
+    input.id = "api-key";
+    document.body.append(input);
+    renderList({ view: null, error: { code: "missing_api_key", message: "an API key is required (api_key field, query parameter or Bearer header)", field: "api_key" } });
+    const alert = screen.getByRole("alert");
+    expect(alert.textContent).toContain("This server needs an API key: enter it in the settings.");
+    expect(alert.textContent).not.toContain("query parameter");
+    expect(screen.queryAllByRole("option")).toEqual([]);
+    expect(screen.getByTestId("live").textContent).toBe("Error: This server needs an API key: enter it in the settings.");
+    fireEvent.click(screen.getByRole("button", { name: "Enter the key" }));
+    expect(document.activeElement).toBe(input);
+    input.remove();
+    cleanup();
+    renderList({ view: null, error: { code: "invalid_api_key", message: "an API key is required", field: "api_key" } });
+    expect(screen.getByRole("alert").textContent).toContain("did not accept this API key");
+  });
+
   it("announces the count once the suggestions are complete, not while streaming", () => {
     renderList({ view: { ...done, streaming: true } });
     expect(screen.getByTestId("live").textContent).toBe("");

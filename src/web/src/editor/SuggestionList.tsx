@@ -1,3 +1,4 @@
+import { apiKeyMessage, apiKeyProblem, focusApiKeyInput } from "../api/apiKey";
 import type { CacheOutcome, FrameError } from "../protocol/types";
 
 export interface SuggestionView {
@@ -43,8 +44,11 @@ export function describeLatency(view: SuggestionView): string {
 export function SuggestionList({ view, error, selected, waiting, offline = false, onPick, onHover, onMoreLikeThis }: Props) {
   // view.texts holds only non-empty suggestions (useSuggestions drops blank ones), so indices match `selected`
   const options = view ? view.texts.map((t, i) => ({ t, i })) : [];
+  // the server wants a (valid) key: say where it goes rather than the protocol's wording
+  const keyProblem = error ? apiKeyProblem(error.code) : null;
+  const errorText = keyProblem ? apiKeyMessage(keyProblem) : error?.message;
   const announcement = error
-    ? `Error: ${error.message}`
+    ? `Error: ${errorText ?? ""}`
     : view && !view.streaming
       ? `${options.length} suggestion${options.length === 1 ? "" : "s"}`
       : "";
@@ -55,8 +59,14 @@ export function SuggestionList({ view, error, selected, waiting, offline = false
       </div>
       {error && (
         <div role="alert" className="suggestion-error">
-          {error.message}
-          {error.field ? <span className="error-field"> ({error.field})</span> : null}
+          {errorText}
+          {error.field && !keyProblem ? <span className="error-field"> ({error.field})</span> : null}
+          {keyProblem && (
+            <>
+              {" "}
+              <button type="button" className="link" onClick={focusApiKeyInput}>Enter the key</button>
+            </>
+          )}
         </div>
       )}
       {!error && waiting && options.length === 0 && (

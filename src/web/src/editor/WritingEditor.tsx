@@ -2,6 +2,7 @@ import { useCallback, useEffect, useMemo, useRef, useState, type KeyboardEvent }
 import { createEditor, Transforms, type Descendant } from "slate";
 import { HistoryEditor, withHistory } from "slate-history";
 import { Editable, ReactEditor, Slate, withReact } from "slate-react";
+import { apiKeyProblem } from "../api/apiKey";
 import type { ConnectionState } from "../protocol/client";
 import type { Settings } from "../settings";
 import { insertionText, loadDocument, saveDocument, textBeforeCursor, textToValue, valueToText, wordCount } from "./document";
@@ -32,11 +33,13 @@ export function WritingEditor({ settings, onConnection, onText }: Props) {
     if (timer.current !== null) clearTimeout(timer.current);
   }, []);
 
-  // new settings: what is shown (or its error) was asked with the old ones
+
+  // the server refused the last request for want of a (valid) key, until suggestions come again
+  const keyRefused = useRef(false);
   useEffect(() => {
-    dismiss();
-    setSelected(-1);
-  }, [settings, dismiss]);
+    if (apiKeyProblem(suggestions.error?.code)) keyRefused.current = true;
+    else if (view) keyRefused.current = false;
+  }, [suggestions.error, view]);
 
   const count = view?.texts.length ?? 0;
   useEffect(() => {
@@ -50,6 +53,17 @@ export function WritingEditor({ settings, onConnection, onText }: Props) {
       ask(textBeforeCursor(editor), seed);
     }, delay);
   }, [ask, editor]);
+
+  // new settings: what is shown (or its error) was asked with the old ones. A key entered after the
+  // server asked for one asks again (once typing in the key field pauses), without more writing.
+  const lastKey = useRef(settings.apiKey);
+  useEffect(() => {
+    dismiss();
+    setSelected(-1);
+    if (settings.apiKey === lastKey.current) return;
+    lastKey.current = settings.apiKey;
+    if (keyRefused.current && settings.apiKey.trim() !== "") schedule(PAUSE_MS);
+  }, [settings, dismiss, schedule]);
 
   const onChange = useCallback((value: Descendant[]) => {
     const edited = editor.operations.some((op) => op.type !== "set_selection");

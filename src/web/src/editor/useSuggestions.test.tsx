@@ -55,6 +55,17 @@ describe("useSuggestions", () => {
     expect(result.current.waiting).toBe(true);
   });
 
+  it("sends the API key as api_key in every new_request when one is set, and none otherwise", () => {
+    const { result, rerender } = renderHook((s: typeof settings) => useSuggestions(s), { initialProps: settings });
+    act(() => live().open());
+    act(() => result.current.ask("It was"));
+    expect(live().sent[0]).not.toHaveProperty("api_key");
+    rerender({ ...settings, apiKey: " sekret\n" });
+    act(() => result.current.ask("It was a"));
+    act(() => result.current.ask("It was a dark"));
+    expect(live().sent.map((f) => f.api_key)).toEqual([undefined, "sekret", "sekret"]);
+  });
+
   it("shows streamed suggestions without the blank ones, then completes", () => {
     const { result } = renderHook(() => useSuggestions(settings));
     act(() => live().open());

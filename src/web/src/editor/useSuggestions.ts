@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from "react";
+import { keyToSend } from "../api/apiKey";
 import { WriteupClient, type ConnectionState } from "../protocol/client";
 import { cleanSuggestion, promptWindow } from "../protocol/frames";
 import type { FrameError } from "../protocol/types";
@@ -73,6 +74,7 @@ export function useSuggestions(settings: Settings): Suggestions {
     }
     const s = settingsRef.current;
     const chosenSeed = seed ?? (s.seed === null ? undefined : s.seed);
+    const apiKey = keyToSend(s.apiKey);
     client.request({
       prompt,
       temperature: s.temperature,
@@ -82,6 +84,7 @@ export function useSuggestions(settings: Settings): Suggestions {
       batch_size: s.batchSize,
       ...(s.model ? { model_name: s.model } : {}),
       ...(chosenSeed !== undefined ? { seed: chosenSeed } : {}),
+      ...(apiKey ? { api_key: apiKey } : {}),
     });
     setWaiting(true);
   }, []);
