@@ -35,7 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                          std::vector<std::string>(static_cast<std::size_t>(request.batch_size)),
                                          {{"model_name", request.model_name}, {"length", request.length}}));
   } catch (const api::ApiError& e) {
-    (void)api::wire_dump(api::make_error_frame(partial.prompt, partial.batch_size, e));
+    (void)api::wire_dump(api::make_error_frame(partial, e));
   }
   return 0;
 }

@@ -31,10 +31,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)api::to_sampling_params(r, r.seed.value_or(42));
     const std::vector<std::string> texts(static_cast<std::size_t>(r.batch_size), r.prompt);
     (void)api::wire_dump(api::make_frame("updated_response", r.prompt, texts, {{"model_name", r.model_name}}));
-    (void)api::wire_dump(api::make_oom_frame(r.prompt, r.batch_size));
+    if (!r.request_id.empty() && !api::valid_request_id(r.request_id)) fuzz::finding("request_id accepted but not valid");
+    (void)api::wire_dump(api::make_oom_frame(r));
   } catch (const api::ApiError& e) {
     if (e.status() < 400 || e.status() >= 500) fuzz::finding("client message error with status " + std::to_string(e.status()));
-    (void)api::wire_dump(api::make_error_frame(partial.prompt, partial.batch_size, e));
+    (void)api::wire_dump(api::make_error_frame(partial, e));
   }
   return 0;
 }
