@@ -80,6 +80,8 @@ GPT2Model::GPT2Model(GPT2Config config, GPT2Weights weights, c10::Device device,
     return;
   }
   weight_format_ = format;
+  // Another format gives other logits, so other cache keys: "<file digest>-bf16" / "-int8".
+  if (format != WeightFormat::f32) fingerprint_ += std::string("-") + to_string(format);
   c10::InferenceMode guard;
   for (const auto& b : weights_.h) {
     packed_blocks_.push_back({PackedLinear(b.attn_c_attn_weight, b.attn_c_attn_bias, false, format),

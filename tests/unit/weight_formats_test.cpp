@@ -97,6 +97,14 @@ TEST(WeightFormats, GreedyContinuationsAgreeWithTheGolden) {
   }
 }
 
+// The format changes the logits, so it is part of the fingerprint (and so of the cache keys).
+TEST(WeightFormats, EachFormatHasItsOwnFingerprint) {
+  const auto plain = GPT2Model::load(t::model_dir("tiny-gpt2"))->fingerprint();
+  EXPECT_EQ(load("f32")->fingerprint(), plain);
+  EXPECT_EQ(load("bf16")->fingerprint(), plain + "-bf16");
+  EXPECT_EQ(load("int8")->fingerprint(), plain + "-int8");
+}
+
 TEST(WeightFormats, TheLoadRefusesAFormatWithoutThePackedKernels) {
   LoadOptions o;
   o.weights = "q4_0";

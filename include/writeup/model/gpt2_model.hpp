@@ -36,7 +36,8 @@ class GPT2Model {
   bool batch_invariant() const { return packed_; }
   // The packed kernels' weight format (f32 when they do not run).
   WeightFormat weight_format() const { return weight_format_; }
-  // Stable hash of the weights file's header and size (hex), for cache keys.
+  // Stable hash of the weights file's header and size (hex), for cache keys; "-bf16" or "-int8"
+  // appended when the packed kernels use that weight format (its logits differ).
   const std::string& fingerprint() const { return fingerprint_; }
 
   KVCache make_cache(int slots, int max_tokens = 0) const;  // 0 = n_positions
