@@ -41,13 +41,19 @@ void encode(WeightFormat format, const float* block, std::int64_t rows, void* ou
     }
     case WeightFormat::int8: {
       float amax[T] = {};
-      for (std::int64_t i = 0; i < n; ++i) amax[i % T] = std::max(amax[i % T], std::fabs(block[i]));
+      for (std::int64_t r = 0; r < rows; ++r) {
+        for (std::int64_t j = 0; j < T; ++j) amax[j] = std::max(amax[j], std::fabs(block[r * T + j]));
+      }
       for (std::int64_t j = 0; j < T; ++j) scales[j] = amax[j] / 127.0f;
       auto* o = static_cast<std::int8_t*>(out);
-      for (std::int64_t i = 0; i < n; ++i) {
-        const float s = scales[i % T];
-        const float q = s > 0.0f ? std::nearbyint(block[i] / s) : 0.0f;  // half to even
-        o[i] = static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f));
+      for (std::int64_t r = 0; r < rows; ++r) {
+        for (std::int64_t j = 0; j < T; ++j) {
+          const float v = scales[j] > 0.0f ? block[r * T + j] / scales[j] : 0.0f;  // |v| <= 127
+          // round half to even, as nearbyint in the default rounding mode: adding and taking
+          // away 1.5 * 2^23 leaves no fraction bits (exact for |v| < 2^22), and vectorises
+          const float q = (v + 12582912.0f) - 12582912.0f;
+          o[r * T + j] = static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f));
+        }
       }
       return;
     }
@@ -91,10 +97,11 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias, boo
   float* sdst = scales_.defined() ? scales_.data_ptr<float>() : nullptr;
   const std::int64_t K = k_, N = n_;
   const std::size_t esize = element_size(format);
-  // Tile t, rows [k0, k1) (at most G, one scale group): gathered into a [rows][16] block zero
+  // Tile t, rows [k0, k1) (at most G; for int8 one scale group): gathered into a [rows][16] block zero
   // past N, then encoded in place. Each loop below reads its source sequentially.
   auto pack = [&](std::int64_t t, std::int64_t k0, std::int64_t k1) {
-    float block[G * T];
+    float local[G * T];  // f32 gathers straight into its place in the packed storage
+    float* block = format == WeightFormat::f32 ? reinterpret_cast<float*>(dst) + (t * K + k0) * T : local;
     const std::int64_t cols = std::min(T, N - t * T);
     if (transposed) {  // source rows are output columns
       for (std::int64_t j = 0; j < T; ++j) {
@@ -112,6 +119,7 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias, boo
         std::fill(out + cols, out + T, 0.0f);
       }
     }
+    if (format == WeightFormat::f32) return;
     encode(format, block, k1 - k0, dst + static_cast<std::size_t>((t * K + k0) * T) * esize,
            sdst ? sdst + (t * groups + k0 / G) * T : nullptr);
   };
@@ -121,10 +129,12 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias, boo
         for (std::int64_t k0 = 0; k0 < K; k0 += G) pack(t, k0, std::min(K, k0 + G));
       }
     });
-  } else {  // blocks of G source rows: threads split the blocks, each fills every tile's lines
-    at::parallel_for(0, groups, 1, [&](std::int64_t b0, std::int64_t b1) {
+  } else {  // blocks of source rows (an int8 group, else 16: fewer streams to read at once):
+            // threads split the blocks, each fills every tile's lines
+    const std::int64_t B = format == WeightFormat::int8 ? G : 16;
+    at::parallel_for(0, (K + B - 1) / B, 1, [&](std::int64_t b0, std::int64_t b1) {
       for (std::int64_t b = b0; b < b1; ++b) {
-        for (std::int64_t t = 0; t < tiles_; ++t) pack(t, b * G, std::min(K, (b + 1) * G));
+        for (std::int64_t t = 0; t < tiles_; ++t) pack(t, b * B, std::min(K, (b + 1) * B));
       }
     });
   }
