@@ -46,6 +46,12 @@ std::shared_ptr<GPT2Model> GPT2Model::load(const std::filesystem::path& dir,
   if (device.is_cpu() && dtype != at::kFloat) {
     dtype = at::kFloat;  // CPU kernels for half GEMM are slow or missing: compute in float32
   }
+  const WeightFormat weights_format = parse_weight_format(options.weights);
+  if (weights_format != WeightFormat::f32 && (!device.is_cpu() || !options.packed)) {
+    throw std::invalid_argument("weights '" + options.weights +
+                                "' needs the CPU packed kernels (device cpu, packed); use f32 on " +
+                                (device.is_cpu() ? std::string("the unpacked path") : device.str()));
+  }
   auto config = GPT2Config::from_file(dir / "config.json");
   const auto weights_path = dir / "model.safetensors";
   if (!std::filesystem::exists(weights_path)) {
@@ -55,26 +61,35 @@ std::shared_ptr<GPT2Model> GPT2Model::load(const std::filesystem::path& dir,
   auto fingerprint = model_fingerprint(*file);
   auto weights = load_gpt2_weights(file, config, device, dtype);
   return std::make_shared<GPT2Model>(std::move(config), std::move(weights), device, dtype,
-                                     std::move(fingerprint), options.packed && device.is_cpu());
+                                     std::move(fingerprint), options.packed && device.is_cpu(), weights_format);
 }
 
 GPT2Model::GPT2Model(GPT2Config config, GPT2Weights weights, c10::Device device,
-                     c10::ScalarType dtype, std::string fingerprint, bool packed)
+                     c10::ScalarType dtype, std::string fingerprint, bool packed, WeightFormat format)
     : config_(std::move(config)),
       weights_(std::move(weights)),
       device_(device),
       dtype_(dtype),
       fingerprint_(std::move(fingerprint)),
       packed_(packed && device.is_cpu() && dtype == at::kFloat && config_.head_dim() <= 256) {
-  if (!packed_) return;
+  if (!packed_) {
+    if (format != WeightFormat::f32) {
+      throw std::invalid_argument(std::string("weights '") + to_string(format) +
+                                  "' needs the CPU packed kernels, which this model cannot use");
+    }
+    return;
+  }
+  weight_format_ = format;
+  // Another format gives other logits, so other cache keys: "<file digest>-bf16" / "-int8".
+  if (format != WeightFormat::f32) fingerprint_ += std::string("-") + to_string(format);
   c10::InferenceMode guard;
   for (const auto& b : weights_.h) {
-    packed_blocks_.push_back({PackedLinear(b.attn_c_attn_weight, b.attn_c_attn_bias),
-                              PackedLinear(b.attn_c_proj_weight, b.attn_c_proj_bias),
-                              PackedLinear(b.mlp_c_fc_weight, b.mlp_c_fc_bias),
-                              PackedLinear(b.mlp_c_proj_weight, b.mlp_c_proj_bias)});
+    packed_blocks_.push_back({PackedLinear(b.attn_c_attn_weight, b.attn_c_attn_bias, false, format),
+                              PackedLinear(b.attn_c_proj_weight, b.attn_c_proj_bias, false, format),
+                              PackedLinear(b.mlp_c_fc_weight, b.mlp_c_fc_bias, false, format),
+                              PackedLinear(b.mlp_c_proj_weight, b.mlp_c_proj_bias, false, format)});
   }
-  packed_lm_head_ = PackedLinear(weights_.lm_head, at::Tensor(), /*transposed=*/true);
+  packed_lm_head_ = PackedLinear(weights_.lm_head, at::Tensor(), /*transposed=*/true, format);
 }
 
 KVCache GPT2Model::make_cache(int slots, int max_tokens) const {

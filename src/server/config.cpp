@@ -129,6 +129,10 @@ void check_model(const ModelConfig& m, const std::string& at) {
       m.dtype != "bfloat16") {
     fail(at + ".dtype", "must be auto, float32, float16 or bfloat16");
   }
+  if (m.weights != "f32" && m.weights != "bf16" && m.weights != "int8") {
+    fail(at + ".weights", "must be f32, bf16 or int8");
+  }
+  if (m.weights != "f32" && m.device != "cpu") fail(at + ".weights", "bf16 and int8 need device cpu");
   check_int(at + ".workers", m.workers, 1, 16);
   check_int(at + ".max_batch", m.max_batch, 1, 64);
   check_int(at + ".kv_cache_mb", m.kv_cache_mb, 0, 1 << 20);
@@ -238,7 +242,7 @@ ServerConfig ServerConfig::from_json(const json& j) {
     for (std::size_t i = 0; i < j["models"].size(); ++i) {
       const std::string at = "models[" + std::to_string(i) + "]";
       const Section s(j["models"][i], at,
-                      {"name", "path", "device", "dtype", "workers", "max_batch", "kv_cache_mb", "notice",
+                      {"name", "path", "device", "dtype", "weights", "workers", "max_batch", "kv_cache_mb", "notice",
                        "aliases", "chat_template"});
       for (const char* required : {"name", "path"}) {
         if (!j["models"][i].contains(required)) fail(s.key(required), "is required");
@@ -248,6 +252,7 @@ ServerConfig ServerConfig::from_json(const json& j) {
       s.str("path", m.path);
       s.str("device", m.device);
       s.str("dtype", m.dtype);
+      s.str("weights", m.weights);
       s.integer("workers", m.workers);
       s.integer("max_batch", m.max_batch);
       s.integer("kv_cache_mb", m.kv_cache_mb);

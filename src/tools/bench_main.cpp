@@ -7,6 +7,8 @@
 //                        [--prompt-tokens N] [--prompt-logprobs K]   (K >= 0: echo logprobs, K alternatives)
 //   writeup-bench step --model DIR [--n 8] [--tokens N] [--threads N]   (decode-step breakdown)
 //   writeup-bench sample [--tokens N] [--runs N] [--setting S] [--shape flat|peaked]   (us per sampled token)
+//   writeup-bench fidelity --model DIR [--positions 2048] [--seq 256] [--seed S]   (bf16/int8 logits vs f32)
+//   (decode, engine, step, load: --weights f32|bf16|int8, the packed kernels' weight format)
 //   writeup-bench wire --url ws://HOST:PORT [--sessions N] [--requests N] [--batch-size 7] [--length 40]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -35,7 +37,10 @@
 #include "writeup/text/bpe_tokenizer.hpp"
 #include "writeup/util/threads.hpp"
 
-namespace writeup::tools { int bench_sample(int argc, char** argv); }  // bench_sample.cpp
+namespace writeup::tools {
+int bench_sample(int argc, char** argv);       // bench_sample.cpp
+int bench_fidelity(const CliArgs& args);       // bench_fidelity.cpp
+}  // namespace writeup::tools
 
 namespace {
 
@@ -49,6 +54,7 @@ writeup::model::LoadOptions load_options(const writeup::tools::CliArgs& args) {
   writeup::model::LoadOptions o;
   o.device = args.get("device", o.device);
   o.dtype = args.get("dtype", o.dtype);
+  o.weights = args.get("weights", o.weights);
   return o;
 }
 
@@ -183,13 +189,16 @@ int bench_decode(const writeup::tools::CliArgs& args) {
     }
   }
   bytes += static_cast<double>(w.lm_head.numel() * w.lm_head.element_size());
+  const auto format = model->weight_format();  // the packed kernels stream 2 or 1 + 4/64 bytes a weight
+  if (format == writeup::model::WeightFormat::bf16) bytes /= 2;
+  if (format == writeup::model::WeightFormat::int8) bytes *= (1.0 + 4.0 / writeup::model::PackedLinear::kInt8Group) / 4;
   const double bw = read_bandwidth_gb_s();
   const double floor_ms = bytes / (bw * 1e9) * 1e3;
   const double tps = median(rates);
-  std::printf("{\"bench\":\"decode\",\"model\":\"%s\",\"sequences\":%d,\"tokens\":%d,"
+  std::printf("{\"bench\":\"decode\",\"model\":\"%s\",\"weights\":\"%s\",\"sequences\":%d,\"tokens\":%d,"
               "\"tokens_per_s\":%.2f,\"ms_per_step\":%.2f,\"median_step_ms\":%.2f,\"weight_bytes\":%.0f,"
               "\"read_bandwidth_gb_s\":%.2f,\"floor_ms\":%.2f,\"median_step_x_floor\":%.2f}\n",
-              dir.c_str(), req.n, req.params.max_tokens, tps, 1e3 * req.n / tps, median(steps), bytes, bw,
+              dir.c_str(), writeup::model::to_string(format), req.n, req.params.max_tokens, tps, 1e3 * req.n / tps, median(steps), bytes, bw,
               floor_ms, median(steps) / floor_ms);
   return 0;
 }
@@ -342,13 +351,14 @@ int bench_step(const writeup::tools::CliArgs& args) {
     runner.step(c);
   }
   std::vector<std::array<model::PackedLinear, 4>> lin;  // every layer's, so weights stream as in a step
+  const auto f = model->weight_format();
   for (const auto& b : model->weights().h) {
-    lin.push_back({model::PackedLinear(b.attn_c_attn_weight, b.attn_c_attn_bias),
-                   model::PackedLinear(b.attn_c_proj_weight, b.attn_c_proj_bias),
-                   model::PackedLinear(b.mlp_c_fc_weight, b.mlp_c_fc_bias),
-                   model::PackedLinear(b.mlp_c_proj_weight, b.mlp_c_proj_bias)});
+    lin.push_back({model::PackedLinear(b.attn_c_attn_weight, b.attn_c_attn_bias, false, f),
+                   model::PackedLinear(b.attn_c_proj_weight, b.attn_c_proj_bias, false, f),
+                   model::PackedLinear(b.mlp_c_fc_weight, b.mlp_c_fc_bias, false, f),
+                   model::PackedLinear(b.mlp_c_proj_weight, b.mlp_c_proj_bias, false, f)});
   }
-  const model::PackedLinear head(model->weights().lm_head, at::Tensor(), /*transposed=*/true);
+  const model::PackedLinear head(model->weights().lm_head, at::Tensor(), /*transposed=*/true, f);
   for (int m : {1, n}) {
     int pos = 64;
     std::vector<model::SequenceChunk> chunks;
@@ -390,14 +400,15 @@ int bench_step(const writeup::tools::CliArgs& args) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine|step|sample|wire [options]\n";
+    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine|step|fidelity|sample|wire [options]\n";
     return 2;
   }
   const std::string mode = argv[1];
   try {
     if (mode == "sample") return writeup::tools::bench_sample(argc - 1, argv + 1);
     writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions", "prompt-tokens",
-                                                           "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel", "long-word-kb", "prompt-logprobs"},
+                                                           "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel", "long-word-kb", "prompt-logprobs",
+                                                           "weights", "positions", "seq", "seed"},
                                  {});
     // --kernel avx2|generic: the packed kernels an older CPU would run (for before/after ratios)
     const std::string kernel = args.get("kernel", "auto");
@@ -408,8 +419,9 @@ int main(int argc, char** argv) {
     if (mode == "decode") return bench_decode(args);
     if (mode == "engine") return bench_engine(args);
     if (mode == "step") return bench_step(args);
+    if (mode == "fidelity") return writeup::tools::bench_fidelity(args);
     if (mode == "wire") return writeup::tools::bench_wire(args);
-    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode, engine, step, sample or wire)\n";
+    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode, engine, step, fidelity, sample or wire)\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "writeup-bench: " << e.what() << "\n";

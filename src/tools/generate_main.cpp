@@ -25,6 +25,7 @@ constexpr const char* kUsage = R"(usage: writeup-generate --model DIR --prompt T
   --seed S              default 42
   --device D            cpu (default), cuda, cuda:N
   --dtype T             auto (default), float32, float16, bfloat16
+  --weights W           f32 (default), bf16, int8: the CPU packed kernels' weight format
   --threads N           intra-op threads (default: one per core)
   --ids                 print token ids instead of text
   --timing              print load, prefill and decode timings to stderr
@@ -57,7 +58,7 @@ int run(int argc, char** argv) {
       argc, argv,
       {"model", "prompt", "max-tokens", "n", "temperature", "top-k", "top-p",
        "repetition-penalty", "presence-penalty", "frequency-penalty", "stop", "seed", "device",
-       "dtype", "threads", "dump-logits", "logprobs"},
+       "dtype", "weights", "threads", "dump-logits", "logprobs"},
       {"ids", "timing", "help"});
   if (args.has("help")) {
     std::cout << kUsage;
@@ -72,7 +73,7 @@ int run(int argc, char** argv) {
   // The server's engine (worker, scheduler, runner, output processor), for this one request.
   writeup::service::LocalEngineOptions eo;
   eo.path = dir;
-  eo.load = {args.get("device", "cpu"), args.get("dtype", "auto")};
+  eo.load = {args.get("device", "cpu"), args.get("dtype", "auto"), true, args.get("weights", "f32")};
   eo.slots = std::max(1, req.n);
   writeup::service::LocalEngine engine(eo);
   const double load_ms = ms_since(t_load);

@@ -73,6 +73,7 @@ TEST(ServerConfig, Defaults) {
   const ModelConfig m;
   EXPECT_EQ(m.device, "cpu");
   EXPECT_EQ(m.dtype, "auto");
+  EXPECT_EQ(m.weights, "f32");
   EXPECT_EQ(m.workers, 1);
   EXPECT_EQ(m.max_batch, 8);
 }
@@ -222,6 +223,12 @@ TEST(ServerConfig, BadTypesAndRangesNameTheKey) {
   m = kModel;
   m["dtype"] = "int8";
   EXPECT_EQ(from_json_error({{"models", {m}}}).rfind("models[0].dtype: ", 0), 0u);
+  m = kModel;
+  m["weights"] = "q4_0";
+  EXPECT_EQ(from_json_error({{"models", {m}}}), "models[0].weights: must be f32, bf16 or int8");
+  m["weights"] = "int8";
+  m["device"] = "cuda";
+  EXPECT_EQ(from_json_error({{"models", {m}}}), "models[0].weights: bf16 and int8 need device cpu");
   m = kModel;
   m["workers"] = 17;
   EXPECT_EQ(from_json_error({{"models", {m}}}),

@@ -33,6 +33,23 @@ TEST(Tools, GenerateGreedyMatchesTheGoldenContinuation) {
   EXPECT_EQ(r.output, fox["greedy_new_text"].get<std::string>() + "\n");
 }
 
+// --weights picks the packed kernels' format: bf16 keeps the golden greedy ids (weight_formats_test),
+// a bad value fails naming it.
+TEST(Tools, GenerateTakesAWeightFormat) {
+  const auto cases = t::load_json(t::data_dir() / "golden.json")["cases"];
+  const auto& fox = cases[1];
+  const auto model = t::model_dir("tiny-gpt2").string();
+  const auto prompt = " --prompt '" + fox["text"].get<std::string>() + "' --max-tokens 24 --temperature 0 --ids";
+  auto r = t::run_command(generate_cmd("--model " + model + prompt + " --weights bf16"), false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::string want;
+  for (const auto& id : fox["greedy_new_ids"]) want += (want.empty() ? "" : " ") + std::to_string(id.get<int>());
+  EXPECT_EQ(r.output, want + "\n");
+  r = t::run_command(generate_cmd("--model " + model + prompt + " --weights q4"), true);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("'q4'"), std::string::npos) << r.output;
+}
+
 TEST(Tools, GenerateSamplesSeveralSequencesReproducibly) {
   const auto args = "--model " + t::model_dir("tiny-gpt2").string() +
                     " --prompt 'Once upon a time' --n 3 --max-tokens 12 --top-k 40 --seed 5 --timing";

@@ -33,8 +33,10 @@ std::shared_ptr<const writeup::text::BpeTokenizer> tokenizer() {
   return tok;
 }
 
-WorkerOptions options(int slots = 16, Hook hook = {}, std::size_t kv_budget_bytes = 0, int min_slots = 1) {
+WorkerOptions options(int slots = 16, Hook hook = {}, std::size_t kv_budget_bytes = 0, int min_slots = 1,
+                      const std::string& weights = "f32") {
   WorkerOptions o;
+  o.load.weights = weights;
   o.scheduler.kv_budget_bytes = kv_budget_bytes;
   o.scheduler.min_slots = min_slots;
   o.model_name = "tiny-gpt2";
@@ -53,8 +55,8 @@ std::unique_ptr<Worker> make_worker(WorkerOptions o) {
 }
 
 std::unique_ptr<Worker> make_worker(int slots = 16, Hook hook = {}, std::size_t kv_budget_bytes = 0,
-                                    int min_slots = 1) {
-  return make_worker(options(slots, std::move(hook), kv_budget_bytes, min_slots));
+                                    int min_slots = 1, const std::string& weights = "f32") {
+  return make_worker(options(slots, std::move(hook), kv_budget_bytes, min_slots, weights));
 }
 
 writeup::generate::GenerationRequest request(int i, std::mt19937& rng) {
@@ -92,8 +94,15 @@ c10::OutOfMemoryError oom() {
 
 }  // namespace
 
-TEST(Worker, SeededRequestsGiveTheSameTokensAloneOrBatchedWithOthers) {
-  auto worker = make_worker();
+// The determinism tests run for every weight format of the packed kernels (f32, bf16, int8).
+class WorkerWeights : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(Formats, WorkerWeights, ::testing::Values("f32", "bf16", "int8"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(WorkerWeights, SeededRequestsGiveTheSameTokensAloneOrBatchedWithOthers) {
+  auto worker = make_worker(16, {}, 0, 1, GetParam());
+  ASSERT_TRUE(worker->loaded()) << worker->load_error();
+  EXPECT_EQ(to_string(worker->model()->weight_format()), GetParam());
   std::mt19937 rng(2026);
   std::vector<writeup::generate::GenerationRequest> seeded, noise;
   for (int i = 0; i < 20; ++i) seeded.push_back(request(i, rng));
@@ -221,7 +230,7 @@ TEST(Worker, APassedDeadlineFailsWithTimeout) {
   EXPECT_EQ(s.sink->error(), "timeout");
 }
 
-TEST(Worker, InjectedOomSplitsTheBatchAndTheTokensStayTheSame) {
+TEST_P(WorkerWeights, InjectedOomSplitsTheBatchAndTheTokensStayTheSame) {
   std::mt19937 rng(7);
   std::vector<writeup::generate::GenerationRequest> reqs;
   for (int i = 0; i < 6; ++i) reqs.push_back(request(i, rng));
@@ -231,16 +240,19 @@ TEST(Worker, InjectedOomSplitsTheBatchAndTheTokensStayTheSame) {
     for (auto& s : subs) EXPECT_TRUE(s.sink->wait());
     return subs;
   };
-  auto clean = make_worker();
+  auto clean = make_worker(16, {}, 0, 1, GetParam());
   const auto want = run_all(*clean);
   std::atomic<int> injected{0};
   // OOM whenever more than two rows share a forward pass, at steps 1 (prefill) to 12.
-  auto faulty = make_worker(16, [&](long step, const std::vector<writeup::model::SequenceChunk>& chunks) {
-    if (step <= 12 && chunks.size() > 2) {
-      ++injected;
-      throw oom();
-    }
-  });
+  auto faulty = make_worker(
+      16,
+      [&](long step, const std::vector<writeup::model::SequenceChunk>& chunks) {
+        if (step <= 12 && chunks.size() > 2) {
+          ++injected;
+          throw oom();
+        }
+      },
+      0, 1, GetParam());
   const auto got = run_all(*faulty);
   EXPECT_GT(injected.load(), 0);
   for (std::size_t i = 0; i < reqs.size(); ++i) {

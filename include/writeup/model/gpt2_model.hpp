@@ -25,7 +25,7 @@ class GPT2Model {
   static std::shared_ptr<GPT2Model> load(const std::filesystem::path& dir,
                                          const LoadOptions& options = {});
   GPT2Model(GPT2Config config, GPT2Weights weights, c10::Device device, c10::ScalarType dtype,
-            std::string fingerprint, bool packed = false);
+            std::string fingerprint, bool packed = false, WeightFormat format = WeightFormat::f32);
 
   const GPT2Config& config() const { return config_; }
   const GPT2Weights& weights() const { return weights_; }
@@ -34,7 +34,10 @@ class GPT2Model {
   // True when the CPU packed kernels run the projections: a row's logits are then bitwise the
   // same whatever else shares its batch.
   bool batch_invariant() const { return packed_; }
-  // Stable hash of the weights file's header and size (hex), for cache keys.
+  // The packed kernels' weight format (f32 when they do not run).
+  WeightFormat weight_format() const { return weight_format_; }
+  // Stable hash of the weights file's header and size (hex), for cache keys; "-bf16" or "-int8"
+  // appended when the packed kernels use that weight format (its logits differ).
   const std::string& fingerprint() const { return fingerprint_; }
 
   KVCache make_cache(int slots, int max_tokens = 0) const;  // 0 = n_positions
@@ -60,6 +63,7 @@ class GPT2Model {
   c10::ScalarType dtype_;
   std::string fingerprint_;
   bool packed_ = false;
+  WeightFormat weight_format_ = WeightFormat::f32;
   std::vector<PackedBlock> packed_blocks_;
   PackedLinear packed_lm_head_;
 };

@@ -9,6 +9,9 @@ struct LoadOptions {
   std::string device = "cpu";  // "cpu", "cuda", "cuda:N"
   std::string dtype = "auto";  // auto (float32 on CPU, float16 on CUDA), float32, float16, bfloat16
   bool packed = true;          // CPU: batch-invariant packed kernels (else BLAS GEMM/GEMV)
+  // How the packed kernels store the projection and LM-head weights: f32, bf16 or int8
+  // (model::WeightFormat). Anything but f32 needs the CPU packed path (device cpu, packed).
+  std::string weights = "f32";
 };
 
 }  // namespace writeup::model

@@ -2,18 +2,33 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 
 namespace writeup::model {
 
-// y = x @ W + b for float32 on the CPU, with W packed once into column tiles laid out for
-// streaming ([N/16][K][16]), and a kernel whose every output element is the same fused
-// multiply-add chain over k = 0..K-1 whatever the number of rows. So a row's result does not
-// depend on which other rows share the batch (BLAS GEMM/GEMV pick different reduction orders
-// by shape): the basis of batch-invariant, seeded determinism. Threads: libtorch's intra-op
-// pool splits the tiles.
+// How PackedLinear stores its weights (ModelConfig::weights, LoadOptions::weights):
+// - f32: as given;
+// - bf16: each weight rounded to bfloat16 (round to nearest even), 2 bytes; a kernel widens it
+//   back to float32 exactly (a 16-bit shift);
+// - int8: weight-only, symmetric: per output column, one float32 scale per group of
+//   kInt8Group consecutive k (scale = max |w| / 127, q = round-half-even(w / scale)),
+//   1 byte + 4/kInt8Group; a kernel dequantises q to float(q) * scale.
+// Whatever the format, the arithmetic is float32: one FMA chain over the dequantised weights.
+enum class WeightFormat { f32, bf16, int8 };
+const char* to_string(WeightFormat format);
+// "f32" | "bf16" | "int8"; throws std::invalid_argument naming the value otherwise.
+WeightFormat parse_weight_format(const std::string& name);
+
+// y = x @ W + b on the CPU, x and y float32, with W packed once into column tiles laid out for
+// streaming ([N/16][K][16], in the chosen WeightFormat), and a kernel whose every output element
+// is bias + the same fused multiply-add chain over k = 0..K-1 (of the dequantised weights)
+// whatever the number of rows. So a row's result does not depend on which other rows share the
+// batch (BLAS GEMM/GEMV pick different reduction orders by shape): the basis of batch-invariant,
+// seeded determinism. Threads: libtorch's intra-op pool splits the tiles.
 class PackedLinear {
  public:
   static constexpr std::int64_t kTile = 16;
+  static constexpr std::int64_t kInt8Group = 64;  // k values per int8 scale
   // Which kernel runs: the widest the CPU has (automatic), or, for tests, a narrower one
   // (falling back to generic when the CPU lacks it). Every kernel gives bitwise the same y.
   enum class Kernel { automatic, avx512, avx2, generic };
@@ -23,20 +38,27 @@ class PackedLinear {
   PackedLinear() = default;
   // `weight` [K, N] (HF Conv1D layout) or, with `transposed`, [N, K] (e.g. wte for the LM head);
   // `bias` [N] or undefined.
-  PackedLinear(const at::Tensor& weight, const at::Tensor& bias, bool transposed = false);
+  PackedLinear(const at::Tensor& weight, const at::Tensor& bias, bool transposed = false,
+               WeightFormat format = WeightFormat::f32);
 
   bool defined() const { return packed_.defined(); }
+  WeightFormat format() const { return format_; }
   std::int64_t in_features() const { return k_; }
   std::int64_t out_features() const { return n_; }
-  std::size_t bytes() const;
+  std::size_t bytes() const;  // the packed weights (zero-padded to whole tiles) and int8 scales
+
+  // The weights the kernels multiply by, [K, N] float32 (the format's rounding included).
+  at::Tensor dequantized() const;
 
   at::Tensor forward(const at::Tensor& x) const;  // x [M, K] float32 -> [M, N]
   // The same into caller-owned memory: x [M, K] row-major, y [M, N] row-major.
   void forward(const float* x, std::int64_t M, float* y) const;
 
  private:
+  WeightFormat format_ = WeightFormat::f32;
   std::int64_t k_ = 0, n_ = 0, tiles_ = 0;
-  at::Tensor packed_;  // [tiles, K, 16] float32, zero-padded past N
+  at::Tensor packed_;  // [tiles, K, 16] float32 | bf16 bits (int16) | int8, zero-padded past N
+  at::Tensor scales_;  // int8: [tiles, ceil(K / kInt8Group), 16] float32 (zeros past N)
   at::Tensor bias_;    // [tiles * 16] float32 (zeros when none)
 };
 

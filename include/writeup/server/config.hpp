@@ -17,6 +17,10 @@ struct ModelConfig {
   std::string path;            // Hugging Face model directory
   std::string device = "cpu";  // cpu, cuda, cuda:N
   std::string dtype = "auto";  // auto, float32, float16, bfloat16
+  std::string weights = "f32";  // how the CPU's packed kernels store the weights: f32; bf16 (half
+                                // the bytes, rounded to bfloat16); int8 (a quarter: 8-bit weights
+                                // with a float32 scale per 64 inputs per column). Computed in
+                                // float32, batch-invariant either way; bf16/int8 need device cpu
   int workers = 1;             // engine workers (1..16)
   int max_batch = 8;           // sequences one worker runs at once (1..64)
   int kv_cache_mb = 0;         // KV-cache memory per worker in MiB; 0 = auto (a quarter of the

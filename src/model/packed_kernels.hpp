@@ -1,0 +1,31 @@
+#pragma once
+// The packed kernels behind PackedLinear (internal to src/model): one tile loop per weight
+// format and CPU feature level, all computing each output element as bias + one FMA chain over
+// k in k order with the same dequantised weights.
+#include <cstdint>
+
+#include "writeup/model/packed_linear.hpp"
+
+namespace writeup::model::detail {
+
+// A packed matrix as the kernels see it (PackedLinear's storage).
+struct PackedView {
+  WeightFormat format = WeightFormat::f32;
+  std::int64_t K = 0, N = 0, tiles = 0;
+  const void* weights = nullptr;  // [tiles][K][16] of float | bf16 bits | int8
+  const float* scales = nullptr;  // int8: [tiles][groups][16]
+  const float* bias = nullptr;    // [tiles * 16]
+};
+
+// y [M, N] = x [M, K] @ W + b, row-major, split over libtorch's intra-op threads.
+void packed_forward(const PackedView& v, const float* x, std::int64_t M, float* y);
+
+// float32 of a bfloat16's bits: exact.
+inline float bf16_to_float(std::uint16_t bits) {
+  const std::uint32_t wide = static_cast<std::uint32_t>(bits) << 16;
+  float f;
+  __builtin_memcpy(&f, &wide, sizeof f);
+  return f;
+}
+
+}  // namespace writeup::model::detail

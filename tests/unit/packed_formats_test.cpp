@@ -1,0 +1,187 @@
+// PackedLinear's weight formats (f32, bf16, int8): every kernel gives the generic kernel's bits,
+// a row's result does not depend on its batch, bf16 is exactly float32 on bf16-rounded weights,
+// int8 is exactly float32 on its dequantised weights and within its quantisation step of f32.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "writeup/model/packed_linear.hpp"
+
+namespace {
+
+using writeup::model::PackedLinear;
+using writeup::model::WeightFormat;
+using Kernel = PackedLinear::Kernel;
+
+constexpr WeightFormat kFormats[] = {WeightFormat::f32, WeightFormat::bf16, WeightFormat::int8};
+// N not a multiple of 16, K not a multiple of the int8 group (64), one tile, many tiles.
+constexpr std::pair<int, int> kShapes[] = {{37, 50}, {64, 16}, {130, 33}, {29, 7}, {200, 100}, {65, 161}};
+
+struct KernelGuard {
+  explicit KernelGuard(Kernel k) { PackedLinear::force_kernel(k); }
+  ~KernelGuard() { PackedLinear::force_kernel(Kernel::automatic); }
+};
+
+at::Tensor run(const PackedLinear& lin, const at::Tensor& x, Kernel k) {
+  KernelGuard guard(k);
+  return lin.forward(x);
+}
+
+// The spec's int8 quantisation, written out: per column n and group of 64 k, scale = max|w| / 127,
+// q = round-half-even(w / scale) in [-127, 127], dequantised float(q) * scale. w is [K, N].
+struct Int8Reference {
+  at::Tensor dequantized;  // [K, N]
+  at::Tensor scale;        // [K, N]: each weight's group scale
+};
+Int8Reference int8_reference(const at::Tensor& w) {
+  const int K = static_cast<int>(w.size(0)), N = static_cast<int>(w.size(1));
+  Int8Reference r{at::empty({K, N}), at::empty({K, N})};
+  const auto wa = w.accessor<float, 2>();
+  auto da = r.dequantized.accessor<float, 2>();
+  auto sa = r.scale.accessor<float, 2>();
+  for (int n = 0; n < N; ++n) {
+    for (int k0 = 0; k0 < K; k0 += 64) {
+      const int k1 = std::min(K, k0 + 64);
+      float amax = 0;
+      for (int k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(wa[k][n]));
+      const float scale = amax / 127.0f;
+      for (int k = k0; k < k1; ++k) {
+        const float q = scale > 0 ? std::clamp(std::nearbyint(wa[k][n] / scale), -127.0f, 127.0f) : 0.0f;
+        da[k][n] = q * scale;
+        sa[k][n] = scale;
+      }
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST(PackedFormats, ParsesFormatNames) {
+  EXPECT_EQ(writeup::model::parse_weight_format("f32"), WeightFormat::f32);
+  EXPECT_EQ(writeup::model::parse_weight_format("bf16"), WeightFormat::bf16);
+  EXPECT_EQ(writeup::model::parse_weight_format("int8"), WeightFormat::int8);
+  try {
+    writeup::model::parse_weight_format("q4");
+    FAIL() << "q4 accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'q4'"), std::string::npos) << e.what();
+  }
+  EXPECT_STREQ(writeup::model::to_string(WeightFormat::int8), "int8");
+}
+
+// Per format, the AVX-512 and AVX2 kernels (where the CPU has them; else they fall back) and
+// the automatic choice give the generic kernel's bits, for 1..17 rows.
+TEST(PackedFormats, EveryKernelIsBitwiseTheGenericKernel) {
+  at::manual_seed(11);
+  for (const auto format : kFormats) {
+    for (const auto [K, N] : kShapes) {
+      for (const bool transposed : {false, true}) {
+        const auto w = transposed ? at::randn({N, K}) : at::randn({K, N});
+        const auto b = transposed ? at::Tensor() : at::randn({N});
+        const PackedLinear lin(w, b, transposed, format);
+        for (int M = 1; M <= 17; ++M) {
+          const auto x = at::randn({M, K});
+          const auto want = run(lin, x, Kernel::generic);
+          for (const auto k : {Kernel::avx512, Kernel::avx2, Kernel::automatic}) {
+            EXPECT_TRUE(at::equal(run(lin, x, k), want))
+                << to_string(format) << " " << K << "x" << N << " transposed=" << transposed << " M=" << M
+                << " kernel " << static_cast<int>(k);
+          }
+        }
+      }
+    }
+  }
+}
+
+// A row alone gives the same bits as inside batches of 2..16 rows, at any position, with every
+// kernel and format.
+TEST(PackedFormats, ARowsResultDoesNotDependOnTheBatch) {
+  at::manual_seed(12);
+  for (const auto format : kFormats) {
+    const auto w = at::randn({150, 70}), b = at::randn({70});
+    const PackedLinear lin(w, b, false, format);
+    for (const auto k : {Kernel::avx512, Kernel::avx2, Kernel::generic}) {
+      KernelGuard guard(k);
+      for (int r = 0; r < 4; ++r) {
+        const auto row = at::randn({1, 150});
+        const auto alone = lin.forward(row);
+        for (int size = 2; size <= 16; ++size) {
+          const int at_pos = (r * 5 + size) % size;
+          const auto batch = at::cat({at::randn({at_pos, 150}), row, at::randn({size - 1 - at_pos, 150})});
+          EXPECT_TRUE(at::equal(lin.forward(batch).narrow(0, at_pos, 1), alone))
+              << to_string(format) << " kernel " << static_cast<int>(k) << " batch " << size;
+        }
+      }
+    }
+  }
+}
+
+// bf16 stores round-to-nearest-even bf16 weights and computes in float32: bitwise the f32
+// kernel run on the same rounded weights (torch's own float -> bfloat16 conversion).
+TEST(PackedFormats, Bf16IsTheF32KernelOnBf16RoundedWeights) {
+  at::manual_seed(13);
+  for (const auto [K, N] : kShapes) {
+    for (const bool transposed : {false, true}) {
+      const auto w = transposed ? at::randn({N, K}) : at::randn({K, N});
+      const auto b = at::randn({N});
+      const auto rounded = w.to(at::kBFloat16).to(at::kFloat);
+      const PackedLinear bf16(w, b, transposed, WeightFormat::bf16), f32(rounded, b, transposed);
+      EXPECT_TRUE(at::equal(bf16.dequantized(), transposed ? rounded.t() : rounded)) << K << "x" << N;
+      EXPECT_EQ(bf16.bytes(), static_cast<std::size_t>((N + 15) / 16 * 16 * K * 2));
+      for (const int M : {1, 3, 8, 17}) {
+        const auto x = at::randn({M, K});
+        EXPECT_TRUE(at::equal(bf16.forward(x), f32.forward(x))) << K << "x" << N << " M=" << M;
+      }
+    }
+  }
+}
+
+// int8 is bitwise the f32 kernel on the dequantised weights of the written-out quantisation.
+TEST(PackedFormats, Int8IsTheF32KernelOnItsDequantisedWeights) {
+  at::manual_seed(14);
+  for (const auto [K, N] : kShapes) {
+    for (const bool transposed : {false, true}) {
+      auto w = transposed ? at::randn({N, K}) : at::randn({K, N});
+      if (N > 20) (transposed ? w.narrow(0, 17, 1) : w.narrow(1, 17, 1)).zero_();  // an all-zero column
+      const auto b = at::randn({N});
+      const auto ref = int8_reference(transposed ? w.t().contiguous() : w);
+      const PackedLinear int8(w, b, transposed, WeightFormat::int8), f32(ref.dequantized, b);
+      EXPECT_TRUE(at::equal(int8.dequantized(), ref.dequantized)) << K << "x" << N;
+      const std::size_t tiles = (N + 15) / 16, groups = (K + 63) / 64;
+      EXPECT_EQ(int8.bytes(), tiles * 16 * K + tiles * groups * 16 * sizeof(float));
+      for (const int M : {1, 3, 8, 17}) {
+        const auto x = at::randn({M, K});
+        EXPECT_TRUE(at::equal(int8.forward(x), f32.forward(x))) << K << "x" << N << " M=" << M;
+      }
+    }
+  }
+}
+
+// Against the float32 result, each int8 output element is off by at most
+//   sum_k |x_k| * scale_k / 2          (rounding each weight to its group's step)
+// + the two float32 FMA chains' own rounding: K * 2^-24 * sum_k |x_k| (|w_k| + scale_k / 2) each
+// (a worst case: random rounding errors partly cancel, so the error seen is 4-20 % of it).
+TEST(PackedFormats, Int8ErrorIsWithinHalfAQuantisationStepPerWeight) {
+  at::manual_seed(15);
+  for (const auto [K, N] : {std::pair<int, int>{768, 96}, {200, 100}, {3072, 48}}) {
+    const auto w = at::randn({K, N}) * 0.02, b = at::randn({N});
+    const auto ref = int8_reference(w);
+    const PackedLinear int8(w, b, false, WeightFormat::int8), f32(w, b);
+    const auto x = at::randn({9, K});
+    const auto err = (int8.forward(x) - f32.forward(x)).to(at::kDouble).abs();
+    const auto xa = x.to(at::kDouble).abs();
+    const auto half_step = ref.scale.to(at::kDouble) / 2;
+    const double eps = std::ldexp(1.0, -24);
+    const auto chains = 2 * K * eps * at::mm(xa, w.to(at::kDouble).abs() + half_step);
+    const auto bound = at::mm(xa, half_step) + chains + b.to(at::kDouble).abs() * 2 * eps;
+    const double worst = (err / bound).max().item<double>();
+    EXPECT_LE(worst, 1.0) << K << "x" << N;
+    EXPECT_GT(err.max().item<double>(), 0.0) << K << "x" << N << ": int8 changed nothing";
+    std::printf("int8 %dx%d: max error / bound = %.3f, max error %.3g\n", K, N, worst, err.max().item<double>());
+  }
+}
