@@ -79,7 +79,7 @@ TEST(PackedFormats, ParsesFormatNames) {
 TEST(PackedFormats, EveryKernelIsBitwiseTheGenericKernel) {
   at::manual_seed(11);
   for (const auto format : kFormats) {
-    for (const auto [K, N] : kShapes) {
+    for (const auto& [K, N] : kShapes) {
       for (const bool transposed : {false, true}) {
         const auto w = transposed ? at::randn({N, K}) : at::randn({K, N});
         const auto b = transposed ? at::Tensor() : at::randn({N});
@@ -125,7 +125,7 @@ TEST(PackedFormats, ARowsResultDoesNotDependOnTheBatch) {
 // kernel run on the same rounded weights (torch's own float -> bfloat16 conversion).
 TEST(PackedFormats, Bf16IsTheF32KernelOnBf16RoundedWeights) {
   at::manual_seed(13);
-  for (const auto [K, N] : kShapes) {
+  for (const auto& [K, N] : kShapes) {
     for (const bool transposed : {false, true}) {
       const auto w = transposed ? at::randn({N, K}) : at::randn({K, N});
       const auto b = at::randn({N});
@@ -144,7 +144,7 @@ TEST(PackedFormats, Bf16IsTheF32KernelOnBf16RoundedWeights) {
 // int8 is bitwise the f32 kernel on the dequantised weights of the written-out quantisation.
 TEST(PackedFormats, Int8IsTheF32KernelOnItsDequantisedWeights) {
   at::manual_seed(14);
-  for (const auto [K, N] : kShapes) {
+  for (const auto& [K, N] : kShapes) {
     for (const bool transposed : {false, true}) {
       auto w = transposed ? at::randn({N, K}) : at::randn({K, N});
       if (N > 20) (transposed ? w.narrow(0, 17, 1) : w.narrow(1, 17, 1)).zero_();  // an all-zero column
@@ -168,7 +168,7 @@ TEST(PackedFormats, Int8IsTheF32KernelOnItsDequantisedWeights) {
 // (a worst case: random rounding errors partly cancel, so the error seen is 4-20 % of it).
 TEST(PackedFormats, Int8ErrorIsWithinHalfAQuantisationStepPerWeight) {
   at::manual_seed(15);
-  for (const auto [K, N] : {std::pair<int, int>{768, 96}, {200, 100}, {3072, 48}}) {
+  for (const auto& [K, N] : {std::pair<int, int>{768, 96}, {200, 100}, {3072, 48}}) {
     const auto w = at::randn({K, N}) * 0.02, b = at::randn({N});
     const auto ref = int8_reference(w);
     const PackedLinear int8(w, b, false, WeightFormat::int8), f32(w, b);
