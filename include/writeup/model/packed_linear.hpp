@@ -12,8 +12,10 @@ namespace writeup::model {
 //   back to float32 exactly (a 16-bit shift);
 // - int8: weight-only, symmetric: per output column, one float32 scale per group of
 //   kInt8Group consecutive k (scale = max |w| / 127, q = round-half-even(w / scale)),
-//   1 byte + 4/kInt8Group; a kernel dequantises q to float(q) * scale.
-// Whatever the format, the arithmetic is float32: one FMA chain over the dequantised weights.
+//   1 byte + 4/kInt8Group. Its kernels quantise the activations too, to int16 per row and group
+//   (scale = max |x| / 32767), sum q_x * q_w exactly in int32 per group, and add each group's
+//   sum times the two scales to a float32 total (packed_int8.cpp).
+// f32 and bf16 compute in float32: one FMA chain over the widened weights.
 enum class WeightFormat { f32, bf16, int8 };
 const char* to_string(WeightFormat format);
 // "f32" | "bf16" | "int8"; throws std::invalid_argument naming the value otherwise.
@@ -57,7 +59,9 @@ class PackedLinear {
  private:
   WeightFormat format_ = WeightFormat::f32;
   std::int64_t k_ = 0, n_ = 0, tiles_ = 0;
-  at::Tensor packed_;  // [tiles, K, 16] float32 | bf16 bits (int16) | int8, zero-padded past N
+  // [tiles, K, 16] float32 | bf16 bits (int16); int8: [tiles, groups * kInt8Group / 2, 16, 2]
+  // (k pairs, zero past K); zero-padded past N
+  at::Tensor packed_;
   at::Tensor scales_;  // int8: [tiles, ceil(K / kInt8Group), 16] float32 (zeros past N)
   at::Tensor bias_;    // [tiles * 16] float32 (zeros when none)
 };
