@@ -252,6 +252,7 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
           const std::int64_t rows = std::min(per, M - m);
           const Avx512Fn fn = vnni ? kTable512<true>[n][rows] : kTable512<false>[n][rows];
           fn(a, m, groups, Kp, w + t * Kp * T, ws + t * groups * T, b + t * T, y + m * N + t * T, N, cols);
+          finish_block(v, y, m, rows, t * T, (n - 1) * T + cols);
         }
       }
     });
@@ -269,10 +270,12 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
 #if defined(__x86_64__)
         if (cpu_avx2() && PackedLinear::allows(PackedLinear::Kernel::avx2)) {
           kTable2[rows](a, m, groups, wt, st, b + t * T, y + m * N + t * T, N, cols);
-          continue;
-        }
+        } else
 #endif
-        tile_generic(a, m, rows, groups, wt, st, b + t * T, y + m * N + t * T, N, cols);
+        {
+          tile_generic(a, m, rows, groups, wt, st, b + t * T, y + m * N + t * T, N, cols);
+        }
+        finish_block(v, y, m, rows, t * T, cols);
       }
     }
   });

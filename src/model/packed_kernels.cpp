@@ -1,5 +1,7 @@
 #include "packed_kernels.hpp"
 
+#include "fused_ops.hpp"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -200,6 +202,7 @@ void forward_format(const PackedView& v, const float* xp, std::int64_t M, float*
           const std::int64_t rows = std::min(per, M - m);
           kAvx512Tiles<F>[count][rows](xp + m * K, K, wp + t * K * T, bp + t * T,
                                        yp + m * N + t * T, N, K, cols);
+          finish_block(v, yp, m, rows, t * T, (count - 1) * T + cols);
         }
       }
     });
@@ -219,16 +222,31 @@ void forward_format(const PackedView& v, const float* xp, std::int64_t M, float*
 #if defined(__x86_64__)
         if (has_avx2()) {
           kAvx2Tiles<F>[rows](xp + m * K, K, w, bp + t * T, yp + m * N + t * T, N, K, cols);
-          continue;
-        }
+        } else
 #endif
-        tile_generic<F>(xp + m * K, K, w, bp + t * T, yp + m * N + t * T, N, rows, K, cols);
+        {
+          tile_generic<F>(xp + m * K, K, w, bp + t * T, yp + m * N + t * T, N, rows, K, cols);
+        }
+        finish_block(v, yp, m, rows, t * T, cols);
       }
     }
   });
 }
 
 }  // namespace
+
+void finish_block(const PackedView& v, float* y, std::int64_t row0, std::int64_t rows, std::int64_t col0,
+                  std::int64_t cols) {
+  if (v.epilogue == PackedLinear::Epilogue::none) return;
+  for (std::int64_t r = row0; r < row0 + rows; ++r) {
+    float* out = y + r * v.N + col0;
+    if (v.epilogue == PackedLinear::Epilogue::gelu) {
+      gelu_inplace(out, cols);
+    } else {
+      add_inplace(out, v.residual + r * v.N + col0, cols);
+    }
+  }
+}
 
 void packed_forward(const PackedView& v, const float* x, std::int64_t M, float* y) {
   if (M <= 0 || v.tiles == 0) return;

@@ -18,7 +18,14 @@ struct PackedView {
   const void* weights = nullptr;
   const float* scales = nullptr;  // int8: [tiles][groups][16]
   const float* bias = nullptr;    // [tiles * 16]
+  PackedLinear::Epilogue epilogue = PackedLinear::Epilogue::none;
+  const float* residual = nullptr;  // [M, N] with Epilogue::residual
 };
+
+// The epilogue on the block of y that a kernel just wrote: rows [row0, row0 + rows), columns
+// [col0, col0 + cols) of y [M, N].
+void finish_block(const PackedView& v, float* y, std::int64_t row0, std::int64_t rows, std::int64_t col0,
+                  std::int64_t cols);
 
 // y [M, N] = x [M, K] @ W + b, row-major, split over libtorch's intra-op threads.
 void packed_forward(const PackedView& v, const float* x, std::int64_t M, float* y);

@@ -175,16 +175,24 @@ at::Tensor PackedLinear::dequantized() const {
   return out;
 }
 
-at::Tensor PackedLinear::forward(const at::Tensor& input) const {
+at::Tensor PackedLinear::forward(const at::Tensor& input) const { return forward(input, Epilogue::none); }
+
+at::Tensor PackedLinear::forward(const at::Tensor& input, Epilogue epilogue, const at::Tensor& residual) const {
   const at::Tensor x = input.contiguous();
   TORCH_CHECK(x.dim() == 2 && x.size(1) == k_ && x.scalar_type() == at::kFloat,
               "PackedLinear expects float32 [M, ", k_, "]");
+  at::Tensor r;
+  if (epilogue == Epilogue::residual) {
+    r = residual.contiguous();
+    TORCH_CHECK(r.dim() == 2 && r.size(0) == x.size(0) && r.size(1) == n_ && r.scalar_type() == at::kFloat,
+                "PackedLinear's residual must be float32 [M, ", n_, "]");
+  }
   at::Tensor y = at::empty({x.size(0), n_}, x.options());  // [M, N]
-  forward(x.data_ptr<float>(), x.size(0), y.data_ptr<float>());
+  forward(x.data_ptr<float>(), x.size(0), y.data_ptr<float>(), epilogue, r.defined() ? r.data_ptr<float>() : nullptr);
   return y;
 }
 
-void PackedLinear::forward(const float* x, std::int64_t M, float* y) const {
+void PackedLinear::forward(const float* x, std::int64_t M, float* y, Epilogue epilogue, const float* residual) const {
   detail::PackedView v;
   v.format = format_;
   v.K = k_;
@@ -193,6 +201,8 @@ void PackedLinear::forward(const float* x, std::int64_t M, float* y) const {
   v.weights = packed_.data_ptr();
   v.scales = scales_.defined() ? scales_.data_ptr<float>() : nullptr;
   v.bias = bias_.data_ptr<float>();
+  v.epilogue = epilogue;
+  v.residual = residual;
   detail::packed_forward(v, x, M, y);
 }
 

@@ -52,9 +52,16 @@ class PackedLinear {
   // The weights the kernels multiply by, [K, N] float32 (the format's rounding included).
   at::Tensor dequantized() const;
 
+  // What forward does to each block of outputs right after the kernel wrote it (still in cache):
+  // nothing, GPT-2's tanh GELU, or adding a residual [M, N] (y = residual + (x @ W + b)).
+  enum class Epilogue { none, gelu, residual };
+
   at::Tensor forward(const at::Tensor& x) const;  // x [M, K] float32 -> [M, N]
-  // The same into caller-owned memory: x [M, K] row-major, y [M, N] row-major.
-  void forward(const float* x, std::int64_t M, float* y) const;
+  at::Tensor forward(const at::Tensor& x, Epilogue epilogue, const at::Tensor& residual = at::Tensor()) const;
+  // The same into caller-owned memory: x [M, K] row-major, y [M, N] row-major (not aliasing
+  // x or residual).
+  void forward(const float* x, std::int64_t M, float* y, Epilogue epilogue = Epilogue::none,
+               const float* residual = nullptr) const;
 
  private:
   WeightFormat format_ = WeightFormat::f32;
