@@ -234,7 +234,10 @@ std::int64_t per_block(std::int64_t M, std::int64_t most) {
 
 void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, float* y) {
   const std::int64_t K = v.K, N = v.N, tiles = v.tiles, groups = (K + G - 1) / G, Kp = groups * G;
-  thread_local Activations a;  // the caller's; the pool's threads only read it
+  thread_local Activations mine;  // the calling thread's, reused across calls
+  // The pool's threads read the caller's buffer through this reference (naming the
+  // thread_local inside the lambda would give each of them its own, empty one).
+  Activations& a = mine;
   quantize_rows(x, M, K, groups, a);
   const auto* w = static_cast<const std::int8_t*>(v.weights);
   const float* ws = v.scales;

@@ -3,8 +3,10 @@
 // int8 is exactly its written-out spec (8-bit weights x 16-bit activations) and within its
 // quantisation steps of f32.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -146,6 +148,26 @@ TEST(PackedFormats, EveryKernelIsBitwiseTheGenericKernel) {
       }
     }
   }
+}
+
+// Split over the intra-op threads (a wide matrix, as the LM head's), each format gives the
+// bits of one thread.
+TEST(PackedFormats, ThreadsDoNotChangeTheResult) {
+  at::manual_seed(16);
+  const int threads = at::get_num_threads();
+  for (const auto format : kFormats) {
+    const PackedLinear lin(at::randn({4000, 128}), at::Tensor(), /*transposed=*/true, format);
+    for (const int M : {1, 3, 8}) {
+      const auto x = at::randn({M, 128});
+      at::set_num_threads(1);
+      const auto one = lin.forward(x);
+      at::set_num_threads(std::max(2, threads));
+      for (const auto k : {Kernel::avx512, Kernel::avx2, Kernel::generic}) {
+        EXPECT_TRUE(at::equal(run(lin, x, k), one)) << to_string(format) << " M=" << M << " kernel " << static_cast<int>(k);
+      }
+    }
+  }
+  at::set_num_threads(threads);
 }
 
 // A row alone gives the same bits as inside batches of 2..16 rows, at any position, with every
