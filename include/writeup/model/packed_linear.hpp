@@ -40,6 +40,12 @@ class PackedLinear {
   // `bias` [N] or undefined.
   PackedLinear(const at::Tensor& weight, const at::Tensor& bias, bool transposed = false,
                WeightFormat format = WeightFormat::f32);
+  // An already packed layer (the packed-weights cache file: views into its mapping, no copy):
+  // `packed` [ceil(N/16), K, 16] of the format's storage type, `scales` (int8 only)
+  // [tiles, ceil(K/kInt8Group), 16] float32, `bias` [tiles * 16] float32, all contiguous.
+  // Throws std::invalid_argument naming what does not fit.
+  static PackedLinear from_parts(WeightFormat format, std::int64_t k, std::int64_t n, at::Tensor packed,
+                                 at::Tensor scales, at::Tensor bias);
 
   bool defined() const { return packed_.defined(); }
   WeightFormat format() const { return format_; }
@@ -49,6 +55,11 @@ class PackedLinear {
 
   // The weights the kernels multiply by, [K, N] float32 (the format's rounding included).
   at::Tensor dequantized() const;
+
+  // The packed storage as laid out above (what the cache file stores; scales undefined unless int8).
+  const at::Tensor& packed() const { return packed_; }
+  const at::Tensor& scales() const { return scales_; }
+  const at::Tensor& bias() const { return bias_; }
 
   at::Tensor forward(const at::Tensor& x) const;  // x [M, K] float32 -> [M, N]
   // The same into caller-owned memory: x [M, K] row-major, y [M, N] row-major.
