@@ -20,7 +20,7 @@ SERVER_BIN = os.environ.get("WRITEUP_SERVER_BIN", str(ROOT / "build" / "writeup-
 START_TIMEOUT_S = float(os.environ.get("WRITEUP_START_TIMEOUT_S", "60"))
 # The servers' packed-weights cache (models[].packed_cache, "auto" by default, would write a
 # .writeup-cache/ folder into tests/data/tiny-gpt2): one temp folder for the session, given to
-# every server that does not choose its own with --packed-cache.
+# every server that does not choose its own (--packed-cache, or a model's packed_cache).
 PACKED_CACHE = tempfile.mkdtemp(prefix="writeup-e2e-packed-")
 atexit.register(shutil.rmtree, PACKED_CACHE, True)
 
@@ -40,7 +40,8 @@ class Server:
         else:
             cmd += ["--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}", "--static-dir", ""]
         cmd += list(args)
-        if "--packed-cache" not in args:
+        chosen = config is not None and any("packed_cache" in m for m in config.get("models", []))
+        if "--packed-cache" not in args and not chosen:
             cmd += ["--packed-cache", PACKED_CACHE]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      errors="replace", env={**os.environ, **(env or {})})
