@@ -29,6 +29,7 @@ namespace {
 struct ModelCopy {
   explicit ModelCopy(const std::string& name = "tiny-gpt2") {
     fs::copy(t::model_dir(name), dir(), fs::copy_options::recursive);
+    fs::remove_all(cache_dir());  // a folder some other run left in the source, never ours to reuse
   }
   fs::path dir() const { return tmp / "model"; }
   fs::path cache_dir() const { return dir() / ".writeup-cache"; }
