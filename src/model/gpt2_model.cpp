@@ -79,7 +79,12 @@ std::shared_ptr<GPT2Model> GPT2Model::load(const std::filesystem::path& dir,
   std::vector<PackedLinear> cached;
   if (!cache_path.empty()) {
     std::string why;
-    cached = PackedCache::read(cache_path, key, &why);
+    try {
+      cached = PackedCache::read(cache_path, key, &why);
+    } catch (const std::exception& e) {  // never a failed load
+      cached.clear();
+      why = e.what();
+    }
     if (cached.empty() && why != "missing") {
       log::warn("packed-weights cache " + cache_path.string() + " ignored (" + why + "): repacking");
     }
@@ -92,7 +97,13 @@ std::shared_ptr<GPT2Model> GPT2Model::load(const std::filesystem::path& dir,
     log::info("packed weights mapped from " + cache_path.string());
   } else if (!cache_path.empty() && model->batch_invariant()) {
     std::string why;
-    if (PackedCache::write(cache_path, key, model->packed_layers(), &why)) {
+    bool written = false;
+    try {
+      written = PackedCache::write(cache_path, key, model->packed_layers(), &why);
+    } catch (const std::exception& e) {  // never a failed load
+      why = e.what();
+    }
+    if (written) {
       log::info("packed weights cached in " + cache_path.string());
     } else {
       log::warn("packed-weights cache not written (" + why + "); the model loaded without it");

@@ -167,10 +167,11 @@ std::vector<PackedLinear> PackedCache::read(const std::filesystem::path& path, c
     if (why) *why = std::move(text);
     return std::vector<PackedLinear>{};
   };
-  Fd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  Fd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};  // O_NONBLOCK: a FIFO never blocks
   if (file.fd < 0) return give_up(errno == ENOENT ? "missing" : "cannot open: " + errno_text(errno));
   struct stat st{};
   if (::fstat(file.fd, &st) != 0) return give_up("cannot stat: " + errno_text(errno));
+  if (!S_ISREG(st.st_mode)) return give_up("not a regular file");
   const auto size = static_cast<std::uint64_t>(st.st_size);
   FileHeader h{};
   if (size < sizeof h || ::pread(file.fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h)) {

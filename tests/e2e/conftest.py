@@ -103,6 +103,16 @@ class Server:
         return self.proc.returncode
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """No server of the suite may leave a packed-weights cache in the source tree."""
+    written = [str(p) for p in DATA.glob("*/.writeup-cache")]
+    if written:
+        print("\nFAILED: a test server wrote a packed-weights cache into tests/data:", *written)
+        for path in written:
+            shutil.rmtree(path, True)
+        session.exitstatus = 1
+
+
 def config(**sections):
     """A server config with the tiny model; each keyword is a whole section (limits={...})."""
     cfg = {"models": [{"name": "tiny-gpt2", "path": str(DATA / "tiny-gpt2")}]}

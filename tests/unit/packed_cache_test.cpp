@@ -13,6 +13,8 @@
 #include <functional>
 #include <stdexcept>
 
+#include <sys/stat.h>
+
 #include "test_support.hpp"
 #include "writeup/model/gpt2_model.hpp"
 #include "writeup/model/model_runner.hpp"
@@ -173,6 +175,22 @@ TEST(PackedCache, AnotherModelsFileIsNotTrusted) {
   const auto f32 = load(a.dir(), "f32", "auto");
   EXPECT_FALSE(f32->packed_from_cache());
   EXPECT_TRUE(at::equal(logits(*f32), logits(*load(a.dir(), "f32", "off"))));
+}
+
+// Something else where the file goes (a folder; a FIFO must not block either) is not read.
+TEST(PackedCache, SomethingElseAtTheFilesPathIsNotRead) {
+  const ModelCopy model;
+  const auto fresh = load(model.dir(), "f32", "off");
+  const auto where = model.cache_dir() / PackedCache::file_name({fresh->fingerprint(), WeightFormat::f32, {}});
+  fs::create_directories(where);
+  auto m = load(model.dir(), "f32", "auto");
+  EXPECT_FALSE(m->packed_from_cache());
+  EXPECT_TRUE(at::equal(logits(*m), logits(*fresh)));
+  fs::remove(where);
+  ASSERT_EQ(::mkfifo(where.c_str(), 0644), 0);
+  m = load(model.dir(), "f32", "auto");
+  EXPECT_FALSE(m->packed_from_cache());
+  EXPECT_TRUE(at::equal(logits(*m), logits(*fresh)));
 }
 
 TEST(PackedCache, AFolderThatCannotBeWrittenLoadsWithoutAFile) {
