@@ -96,18 +96,20 @@ std::shared_ptr<GPT2Model> GPT2Model::load(const std::filesystem::path& dir,
   if (hit) {
     log::info("packed weights mapped from " + cache_path.string());
   } else if (!cache_path.empty() && model->batch_invariant()) {
-    std::string why;
-    bool written = false;
-    try {
-      written = PackedCache::write(cache_path, key, model->packed_layers(), &why);
-    } catch (const std::exception& e) {  // never a failed load
-      why = e.what();
-    }
-    if (written) {
-      log::info("packed weights cached in " + cache_path.string());
-    } else {
-      log::warn("packed-weights cache not written (" + why + "); the model loaded without it");
-    }
+    // Written on a thread of its own: this load does not wait for the disk. (Logging first also
+    // builds the logger before the writers' registry, which then ends, at exit, before it.)
+    log::debug("writing the packed-weights cache " + cache_path.string());
+    std::vector<PackedLinear> layers;
+    for (const auto* l : model->packed_layers()) layers.push_back(*l);
+    PackedCache::write_in_background(cache_path, std::move(key), std::move(layers),
+                                     [cache_path](bool written, const std::string& why) {
+                                       if (written) {
+                                         log::info("packed weights cached in " + cache_path.string());
+                                       } else {
+                                         log::warn("packed-weights cache not written (" + why +
+                                                   "); the model loaded without it");
+                                       }
+                                     });
   }
   return model;
 }

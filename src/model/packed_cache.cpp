@@ -12,7 +12,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <system_error>
+#include <thread>
 
 #include "writeup/util/hash.hpp"
 
@@ -124,7 +126,53 @@ bool fail(std::string* why, std::string text) {
   return false;
 }
 
+// The background writers; joined by finish_writes() and, at the latest, at exit (this object is
+// built on the first write, after the logger and libtorch, so it is destroyed before them).
+class Writers {
+ public:
+  ~Writers() { finish(); }
+  void start(std::function<void()> job) {
+    std::lock_guard lock(mutex_);
+    threads_.emplace_back(std::move(job));
+  }
+  void finish() {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(mutex_);
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::thread> threads_;
+};
+
+Writers& writers() {
+  static Writers w;
+  return w;
+}
+
 }  // namespace
+
+void PackedCache::write_in_background(std::filesystem::path path, PackedCacheKey key, std::vector<PackedLinear> layers,
+                                      std::function<void(bool, const std::string&)> done) {
+  writers().start([path = std::move(path), key = std::move(key), layers = std::move(layers), done = std::move(done)] {
+    std::vector<const PackedLinear*> pointers;
+    for (const auto& l : layers) pointers.push_back(&l);
+    std::string why;
+    bool written = false;
+    try {
+      written = write(path, key, pointers, &why);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    if (done) done(written, why);
+  });
+}
+
+void PackedCache::finish_writes() { writers().finish(); }
 
 std::filesystem::path PackedCache::directory(const std::string& setting, const std::filesystem::path& model_dir) {
   if (setting.empty() || setting == "off") return {};
@@ -145,16 +193,21 @@ std::string PackedCache::file_name(const PackedCacheKey& key) {
          std::to_string(PackedLinear::kTile) + "-g" + std::to_string(PackedLinear::kInt8Group) + ".packed";
 }
 
-std::uint64_t PackedCache::checksum(const void* data, std::uint64_t bytes) {
+std::uint64_t PackedCache::checksum(const void* data, std::uint64_t bytes, bool parallel) {
   const auto* p = static_cast<const unsigned char*>(data);
   const auto chunks = static_cast<std::int64_t>((bytes + kChunk - 1) / kChunk);
   std::vector<std::uint64_t> hashes(static_cast<std::size_t>(chunks));
-  at::parallel_for(0, chunks, 1, [&](std::int64_t c0, std::int64_t c1) {
+  auto hash = [&](std::int64_t c0, std::int64_t c1) {
     for (std::int64_t c = c0; c < c1; ++c) {
       const auto off = static_cast<std::uint64_t>(c) * kChunk;
       hashes[static_cast<std::size_t>(c)] = chunk_hash(p + off, std::min(kChunk, bytes - off), static_cast<std::uint64_t>(c));
     }
-  });
+  };
+  if (parallel) {
+    at::parallel_for(0, chunks, 1, hash);
+  } else {
+    hash(0, chunks);
+  }
   std::uint64_t h = splitmix64(bytes);
   for (const auto v : hashes) h = splitmix64(h ^ v);
   return h;
@@ -301,7 +354,9 @@ bool PackedCache::write(const std::filesystem::path& path, const PackedCacheKey&
     map.base = ::mmap(nullptr, h.file_size, PROT_READ, MAP_SHARED, file.fd, 0);
     if (map.base == MAP_FAILED) return abandon("cannot map " + tmp + ": " + errno_text(errno));
     map.size = h.file_size;
-    h.data_checksum = checksum(static_cast<const unsigned char*>(map.base) + h.data_offset, h.file_size - h.data_offset);
+    // one thread: a background write leaves the intra-op threads to the model's first steps
+    h.data_checksum = checksum(static_cast<const unsigned char*>(map.base) + h.data_offset, h.file_size - h.data_offset,
+                               /*parallel=*/false);
   }
   h.header_checksum = header_checksum(h, entries.data());
   if (!write_all(file.fd, entries.data(), sizeof(FileEntry) * entries.size(), sizeof h, reason) ||

@@ -12,6 +12,7 @@
 // logged and the caller repacks; never trusted, never a crash.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,9 +51,18 @@ class PackedCache {
   static bool write(const std::filesystem::path& path, const PackedCacheKey& key,
                     const std::vector<const PackedLinear*>& layers, std::string* why = nullptr);
 
+  // write() on a thread of its own, so a load does not wait for the disk: the thread holds the
+  // layers' storage until it is done, then calls `done(written, why)`. Every such write ends
+  // before the process exits (finish_writes() runs at exit too).
+  static void write_in_background(std::filesystem::path path, PackedCacheKey key, std::vector<PackedLinear> layers,
+                                  std::function<void(bool, const std::string&)> done);
+  // Waits for every background write started so far.
+  static void finish_writes();
+
   // The checksum over the data: 64-bit words hashed in 8 independent lanes per 1 MiB chunk,
-  // chunks in parallel, their hashes folded in order. `bytes` a multiple of 64.
-  static std::uint64_t checksum(const void* data, std::uint64_t bytes);
+  // chunks in parallel (on the intra-op threads unless `parallel` is false; the same value either
+  // way), their hashes folded in order. `bytes` a multiple of 64.
+  static std::uint64_t checksum(const void* data, std::uint64_t bytes, bool parallel = true);
 };
 
 }  // namespace writeup::model
