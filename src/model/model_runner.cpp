@@ -25,6 +25,10 @@ ModelRunner::ModelRunner(std::shared_ptr<const GPT2Model> model, RunnerOptions o
   step.slots = cache_.slots();
   step.max_tokens = cache_.max_tokens();
   step.generic = options_.generic;
+  if (step.generic && !model_->weights().projections) {
+    throw std::invalid_argument("the generic path needs the projection weights, which this model took from its "
+                                "packed-weights cache (load it with packed_cache off)");
+  }
   step_ = std::make_unique<ForwardStep>(*model_, step);
 }
 

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "packed_kernels.hpp"
 
@@ -91,7 +93,7 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias, boo
   tiles_ = (n_ + T - 1) / T;
   const auto storage = format == WeightFormat::f32 ? at::kFloat : format == WeightFormat::bf16 ? at::kShort : at::kChar;
   const std::int64_t groups = (k_ + G - 1) / G;
-  const std::int64_t rows = format == WeightFormat::int8 ? groups * G : k_;  // int8: whole groups
+  const std::int64_t rows = packed_rows(format, k_);
   packed_ = at::empty({tiles_, rows, T}, at::TensorOptions().dtype(storage));
   if (format == WeightFormat::int8) scales_ = at::empty({tiles_, groups, T}, at::kFloat);
   const float* src = w.data_ptr<float>();
@@ -142,6 +144,32 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias, boo
   }
   bias_ = at::zeros({tiles_ * T}, at::kFloat);
   if (bias.defined()) bias_.narrow(0, 0, n_).copy_(bias.to(at::kFloat));
+}
+
+PackedLinear PackedLinear::from_parts(WeightFormat format, std::int64_t k, std::int64_t n, at::Tensor packed,
+                                      at::Tensor scales, at::Tensor bias) {
+  const std::int64_t tiles = (n + T - 1) / T, groups = (k + G - 1) / G;
+  const auto storage = format == WeightFormat::f32 ? at::kFloat : format == WeightFormat::bf16 ? at::kShort : at::kChar;
+  auto fits = [](const at::Tensor& t, at::ScalarType type, std::vector<std::int64_t> shape) {
+    return t.defined() && t.scalar_type() == type && t.sizes() == at::IntArrayRef(shape) && t.is_contiguous();
+  };
+  if (k <= 0 || n <= 0 || !fits(packed, storage, {tiles, packed_rows(format, k), T})) {
+    throw std::invalid_argument("packed weights do not match a [" + std::to_string(k) + ", " + std::to_string(n) +
+                                "] " + to_string(format) + " layer");
+  }
+  if (format == WeightFormat::int8 ? !fits(scales, at::kFloat, {tiles, groups, T}) : scales.defined()) {
+    throw std::invalid_argument("packed int8 scales do not match the layer");
+  }
+  if (!fits(bias, at::kFloat, {tiles * T})) throw std::invalid_argument("packed bias does not match the layer");
+  PackedLinear out;
+  out.format_ = format;
+  out.k_ = k;
+  out.n_ = n;
+  out.tiles_ = tiles;
+  out.packed_ = std::move(packed);
+  out.scales_ = std::move(scales);
+  out.bias_ = std::move(bias);
+  return out;
 }
 
 std::size_t PackedLinear::bytes() const {

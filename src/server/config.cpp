@@ -9,8 +9,10 @@
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <type_traits>
@@ -133,6 +135,12 @@ void check_model(const ModelConfig& m, const std::string& at) {
     fail(at + ".weights", "must be f32, bf16 or int8");
   }
   if (m.weights != "f32" && m.device != "cpu") fail(at + ".weights", "bf16 and int8 need device cpu");
+  if (m.packed_cache.find('\0') != std::string::npos) fail(at + ".packed_cache", "must not contain NUL");
+  std::error_code ec;
+  if (m.packed_cache != "auto" && m.packed_cache != "off" && !m.packed_cache.empty() &&
+      std::filesystem::exists(m.packed_cache, ec) && !std::filesystem::is_directory(m.packed_cache, ec)) {
+    fail(at + ".packed_cache", "'" + m.packed_cache + "' is not a folder (expected auto, off, null or a folder)");
+  }
   check_int(at + ".workers", m.workers, 1, 16);
   check_int(at + ".max_batch", m.max_batch, 1, 64);
   check_int(at + ".kv_cache_mb", m.kv_cache_mb, 0, 1 << 20);
@@ -242,7 +250,7 @@ ServerConfig ServerConfig::from_json(const json& j) {
     for (std::size_t i = 0; i < j["models"].size(); ++i) {
       const std::string at = "models[" + std::to_string(i) + "]";
       const Section s(j["models"][i], at,
-                      {"name", "path", "device", "dtype", "weights", "workers", "max_batch", "kv_cache_mb", "notice",
+                      {"name", "path", "device", "dtype", "weights", "packed_cache", "workers", "max_batch", "kv_cache_mb", "notice",
                        "aliases", "chat_template"});
       for (const char* required : {"name", "path"}) {
         if (!j["models"][i].contains(required)) fail(s.key(required), "is required");
@@ -253,6 +261,7 @@ ServerConfig ServerConfig::from_json(const json& j) {
       s.str("device", m.device);
       s.str("dtype", m.dtype);
       s.str("weights", m.weights);
+      s.str("packed_cache", m.packed_cache, true);
       s.integer("workers", m.workers);
       s.integer("max_batch", m.max_batch);
       s.integer("kv_cache_mb", m.kv_cache_mb);
@@ -349,7 +358,7 @@ ServerConfig parse_command_line(int argc, char** argv, bool* help) {
   std::vector<std::pair<std::string, std::string>> flags;
   static const std::set<std::string> with_value = {
       "--config", "--host",       "--port",       "--model",  "--redis",
-      "--log-level", "--io-threads", "--static-dir", "--api-key"};
+      "--log-level", "--io-threads", "--static-dir", "--api-key", "--packed-cache"};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -382,6 +391,7 @@ ServerConfig parse_command_line(int argc, char** argv, bool* help) {
 
   std::vector<ModelConfig> models;
   std::vector<std::string> api_keys;
+  std::optional<std::string> packed_cache;
   for (const auto& [flag, value] : flags) {
     if (flag == "--host") {
       c.server.host = value;
@@ -397,6 +407,8 @@ ServerConfig parse_command_line(int argc, char** argv, bool* help) {
       c.server.io_threads = flag_int(flag, value);
     } else if (flag == "--static-dir") {
       c.server.static_dir = value;
+    } else if (flag == "--packed-cache") {
+      packed_cache = value;
     } else if (flag == "--api-key") {
       if (value.empty()) fail(flag, "must not be empty");
       api_keys.push_back(value);
@@ -410,6 +422,9 @@ ServerConfig parse_command_line(int argc, char** argv, bool* help) {
     if (!kept) c.defaults.model.clear();
   }
   if (!api_keys.empty()) c.server.api_keys = std::move(api_keys);
+  if (packed_cache) {
+    for (auto& m : c.models) m.packed_cache = *packed_cache;
+  }
   c.validate();
   return c;
 }
@@ -427,6 +442,7 @@ std::string command_line_usage() {
          "  --static-dir DIR       serve the files of DIR at / (default auto: the built editor page\n"
          "                         when there is one; \"\" for none)\n"
          "  --api-key KEY          require this bearer key; repeatable, replaces the file's keys\n"
+         "  --packed-cache DIR     every model's packed-weights cache folder: auto, a folder, or off\n"
          "  --help                 show this help\n";
 }
 

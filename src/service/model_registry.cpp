@@ -70,13 +70,13 @@ ModelRegistry::ModelRegistry(const server::ServerConfig& config, metrics::Regist
       throw std::runtime_error("model '" + mc.name + "': " + e.what());
     }
     const metrics::Labels labels = {{"model", mc.name}};
-    const auto weights = engine::shared_weights(mc.path, {mc.device, mc.dtype, true, mc.weights});
+    const auto weights = engine::shared_weights(mc.path, {mc.device, mc.dtype, true, mc.weights, mc.packed_cache});
     const auto hooks = engine::test_hooks_from_env();
     for (int i = 0; i < mc.workers; ++i) {
       engine::WorkerOptions o;
       o.model_name = mc.name;
       o.path = mc.path;
-      o.load = {mc.device, mc.dtype, true, mc.weights};
+      o.load = {mc.device, mc.dtype, true, mc.weights, mc.packed_cache};
       o.max_queue = config.limits.max_queue;
       o.scheduler.slots = std::max(mc.max_batch, config.limits.max_batch_size);  // any request must fit
       o.scheduler.min_slots = config.limits.max_batch_size;

@@ -9,7 +9,8 @@
 //   writeup-bench sample [--tokens N] [--runs N] [--setting S] [--shape flat|peaked]   (us per sampled token)
 //   writeup-bench fidelity --model DIR [--positions 2048] [--seq 256] [--seed S]   (bf16/int8 logits vs f32)
 //   writeup-bench prefill --model DIR [--chars 500] [--runs N] [--threads N]   (prompt tokens/s, time to first token)
-//   (decode, engine, step, load, prefill: --weights f32|bf16|int8, the packed kernels' weight format)
+//   (decode, engine, step, load, prefill: --weights f32|bf16|int8, the packed kernels' weight format;
+//    --packed-cache auto|DIR|off, the packed-weights cache folder, default auto)
 //   writeup-bench wire --url ws://HOST:PORT [--sessions N] [--requests N] [--batch-size 7] [--length 40]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -57,6 +58,8 @@ writeup::model::LoadOptions load_options(const writeup::tools::CliArgs& args) {
   o.device = args.get("device", o.device);
   o.dtype = args.get("dtype", o.dtype);
   o.weights = args.get("weights", o.weights);
+  o.packed_cache = args.get("packed-cache", "auto");
+  if (o.packed_cache == "off") o.packed_cache.clear();
   return o;
 }
 
@@ -152,8 +155,16 @@ int bench_load(const writeup::tools::CliArgs& args) {
     engine.run(req);
     first.push_back(seconds_since(t));
   }
-  std::printf("{\"bench\":\"load\",\"model\":\"%s\",\"load_s\":%.3f,\"load_and_first_token_s\":%.3f}\n",
-              dir.c_str(), median(load), median(first));
+  // each run's figures too: the first may pack and write the packed-weights cache, later ones map it
+  std::string each;
+  for (std::size_t i = 0; i < load.size(); ++i) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s[%.3f,%.3f]", i ? "," : "", load[i], first[i]);
+    each += buf;
+  }
+  std::printf("{\"bench\":\"load\",\"model\":\"%s\",\"weights\":\"%s\",\"load_s\":%.3f,"
+              "\"load_and_first_token_s\":%.3f,\"runs\":[%s]}\n",
+              dir.c_str(), args.get("weights", "f32").c_str(), median(load), median(first), each.c_str());
   return 0;
 }
 
@@ -339,7 +350,9 @@ int bench_step(const writeup::tools::CliArgs& args) {
   const std::string dir = args.require("model");
   configure_threads(args.get_int("threads", 0));
   const int n = args.get_int("n", 8), reps = args.get_int("tokens", 64);
-  std::shared_ptr<const model::GPT2Model> model = model::GPT2Model::load(dir, load_options(args));
+  auto options = load_options(args);
+  options.packed_cache.clear();  // it repacks from weights().h below: the dense matrices must be there
+  std::shared_ptr<const model::GPT2Model> model = model::GPT2Model::load(dir, options);
   const auto& cfg = model->config();
   model::RunnerOptions ro;
   ro.slots = n;
@@ -410,7 +423,7 @@ int main(int argc, char** argv) {
     if (mode == "sample") return writeup::tools::bench_sample(argc - 1, argv + 1);
     writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions", "prompt-tokens",
                                                            "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel", "long-word-kb", "prompt-logprobs",
-                                                           "weights", "positions", "seq", "seed", "chars"},
+                                                           "weights", "packed-cache", "positions", "seq", "seed", "chars"},
                                  {});
     // --kernel avx2|generic: the packed kernels an older CPU would run (for before/after ratios)
     const std::string kernel = args.get("kernel", "auto");

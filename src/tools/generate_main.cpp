@@ -26,6 +26,8 @@ constexpr const char* kUsage = R"(usage: writeup-generate --model DIR --prompt T
   --device D            cpu (default), cuda, cuda:N
   --dtype T             auto (default), float32, float16, bfloat16
   --weights W           f32 (default), bf16, int8: the CPU packed kernels' weight format
+  --packed-cache DIR    the packed-weights cache folder: auto (default: beside the model when
+                        writable, else ~/.cache/writeup), a folder, or off
   --threads N           intra-op threads (default: one per core)
   --ids                 print token ids instead of text
   --timing              print load, prefill and decode timings to stderr
@@ -58,7 +60,7 @@ int run(int argc, char** argv) {
       argc, argv,
       {"model", "prompt", "max-tokens", "n", "temperature", "top-k", "top-p",
        "repetition-penalty", "presence-penalty", "frequency-penalty", "stop", "seed", "device",
-       "dtype", "weights", "threads", "dump-logits", "logprobs"},
+       "dtype", "weights", "packed-cache", "threads", "dump-logits", "logprobs"},
       {"ids", "timing", "help"});
   if (args.has("help")) {
     std::cout << kUsage;
@@ -73,7 +75,8 @@ int run(int argc, char** argv) {
   // The server's engine (worker, scheduler, runner, output processor), for this one request.
   writeup::service::LocalEngineOptions eo;
   eo.path = dir;
-  eo.load = {args.get("device", "cpu"), args.get("dtype", "auto"), true, args.get("weights", "f32")};
+  eo.load = {args.get("device", "cpu"), args.get("dtype", "auto"), true, args.get("weights", "f32"),
+             args.get("packed-cache", "auto")};
   eo.slots = std::max(1, req.n);
   writeup::service::LocalEngine engine(eo);
   const double load_ms = ms_since(t_load);

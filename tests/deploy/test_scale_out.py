@@ -90,7 +90,8 @@ class Instance:
     def __init__(self, redis_port):
         self.proc = subprocess.Popen(
             [server_bin(), "--host", "127.0.0.1", "--port", "0", "--log-level", "warn",
-             "--model", f"tiny-gpt2={TINY}", "--redis", f"redis://127.0.0.1:{redis_port}/0"],
+             "--model", f"tiny-gpt2={TINY}", "--redis", f"redis://127.0.0.1:{redis_port}/0",
+             "--packed-cache", "off"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
         if "listening on" not in line:

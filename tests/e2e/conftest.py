@@ -1,8 +1,10 @@
 """Starts the real writeup-server binary on a free loopback port with the tiny fixture model."""
 import json
+import atexit
 import os
 import pathlib
 import queue
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -16,6 +18,11 @@ DATA = ROOT / "tests" / "data"
 SERVER_BIN = os.environ.get("WRITEUP_SERVER_BIN", str(ROOT / "build" / "writeup-server"))
 # Start-up (model load) takes well under a second normally; a sanitized build is slower.
 START_TIMEOUT_S = float(os.environ.get("WRITEUP_START_TIMEOUT_S", "60"))
+# The servers' packed-weights cache (models[].packed_cache, "auto" by default, would write a
+# .writeup-cache/ folder into tests/data/tiny-gpt2): one temp folder for the session, given to
+# every server that does not choose its own (--packed-cache, or a model's packed_cache).
+PACKED_CACHE = tempfile.mkdtemp(prefix="writeup-e2e-packed-")
+atexit.register(shutil.rmtree, PACKED_CACHE, True)
 
 
 class Server:
@@ -33,6 +40,9 @@ class Server:
         else:
             cmd += ["--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}", "--static-dir", ""]
         cmd += list(args)
+        chosen = config is not None and any("packed_cache" in m for m in config.get("models", []))
+        if "--packed-cache" not in args and not chosen:
+            cmd += ["--packed-cache", PACKED_CACHE]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      errors="replace", env={**os.environ, **(env or {})})
         # The server may print other lines (a warning about Redis, say) before the
@@ -91,6 +101,16 @@ class Server:
         if self._config_file:
             os.unlink(self._config_file.name)
         return self.proc.returncode
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No server of the suite may leave a packed-weights cache in the source tree."""
+    written = [str(p) for p in DATA.glob("*/.writeup-cache")]
+    if written:
+        print("\nFAILED: a test server wrote a packed-weights cache into tests/data:", *written)
+        for path in written:
+            shutil.rmtree(path, True)
+        session.exitstatus = 1
 
 
 def config(**sections):

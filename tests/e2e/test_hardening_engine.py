@@ -11,7 +11,7 @@ import time
 import requests
 import websockets
 
-from conftest import DATA, SERVER_BIN, Redis
+from conftest import DATA, PACKED_CACHE, SERVER_BIN, Redis
 
 PATH = "/ws/async/writeup/text_generation/session/5f0c8a9e-7d1b-4e1c-a3f2-0d9b8c7a6e51/"
 
@@ -78,7 +78,7 @@ class LoggedServer:
 
     def __init__(self, *args, env=None):
         cmd = [SERVER_BIN, "--host", "127.0.0.1", "--port", "0", "--log-level", "info",
-               "--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}", *args]
+               "--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}", "--packed-cache", PACKED_CACHE, *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, **(env or {})})
         self.lines = []

@@ -110,9 +110,9 @@ def test_a_stdout_nobody_reads_never_blocks_requests():
     server's stdout pipe never read after start-up (64 KiB fill up after a few hundred lines),
     every request is still answered."""
     import subprocess
-    from conftest import SERVER_BIN, DATA
+    from conftest import SERVER_BIN, DATA, PACKED_CACHE
     proc = subprocess.Popen([SERVER_BIN, "--host", "127.0.0.1", "--port", "0", "--log-level", "info",
-                             "--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}"],
+                             "--model", f"tiny-gpt2={DATA / 'tiny-gpt2'}", "--packed-cache", PACKED_CACHE],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         url = None

@@ -63,5 +63,6 @@ export async function startServer(config, env = {}) {
 }
 
 export function tinyModel(extra = {}) {
-  return { name: 'tiny-gpt2', path: path.join(DATA, 'tiny-gpt2'), ...extra };
+  // packed_cache off: "auto" would write a .writeup-cache/ folder into tests/data
+  return { name: 'tiny-gpt2', path: path.join(DATA, 'tiny-gpt2'), packed_cache: 'off', ...extra };
 }

@@ -164,7 +164,7 @@ TEST(GPT2Model, WriteupGenerateDumpsTheGoldenLogits) {
   const auto& fox = cases[1];
   ASSERT_EQ(fox["name"], "fox");
   const auto out = std::filesystem::temp_directory_path() / ("writeup-logits-" + std::to_string(::getpid()) + ".safetensors");
-  const auto r = t::run_command(std::string(WRITEUP_GENERATE_BIN) + " --model " + t::model_dir("tiny-gpt2").string() +
+  const auto r = t::run_command(std::string(WRITEUP_GENERATE_BIN) + " --packed-cache off --model " + t::model_dir("tiny-gpt2").string() +
                                     " --prompt '" + fox["text"].get<std::string>() +
                                     "' --max-tokens 1 --temperature 0 --dump-logits " + out.string(),
                                 false);

@@ -15,6 +15,7 @@ ModelConfig tiny(std::string name, std::vector<std::string> aliases) {
   ModelConfig m;
   m.name = std::move(name);
   m.path = (t::data_dir() / "tiny-gpt2").string();
+  m.packed_cache = "off";  // "auto" would write a .writeup-cache/ folder into tests/data
   m.aliases = std::move(aliases);
   return m;
 }

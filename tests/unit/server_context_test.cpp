@@ -29,6 +29,7 @@ ServerConfig tiny_config(const std::string& redis = "") {
   writeup::server::ModelConfig m;
   m.name = "tiny-gpt2";
   m.path = t::model_dir("tiny-gpt2").string();
+  m.packed_cache = "off";  // "auto" would write a .writeup-cache/ folder into tests/data
   m.max_batch = 4;
   c.models.push_back(m);
   c.limits.max_batch_size = 4;

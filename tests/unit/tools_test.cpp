@@ -11,7 +11,8 @@ namespace t = writeup::test;
 
 namespace {
 std::string generate_cmd(const std::string& args) {
-  return std::string(WRITEUP_GENERATE_BIN) + " " + args;
+  // no packed-weights cache: it would write a .writeup-cache/ folder into tests/data
+  return std::string(WRITEUP_GENERATE_BIN) + " --packed-cache off " + args;
 }
 }  // namespace
 

@@ -24,8 +24,11 @@ class GPT2Model {
   // Loads config.json + model.safetensors from a Hugging Face model directory.
   static std::shared_ptr<GPT2Model> load(const std::filesystem::path& dir,
                                          const LoadOptions& options = {});
+  // `prepacked`: the packed layers (every block's c_attn, attn c_proj, c_fc, mlp c_proj, then
+  // the LM head; PackedCache) when they are already at hand, else empty (packed here).
   GPT2Model(GPT2Config config, GPT2Weights weights, c10::Device device, c10::ScalarType dtype,
-            std::string fingerprint, bool packed = false, WeightFormat format = WeightFormat::f32);
+            std::string fingerprint, bool packed = false, WeightFormat format = WeightFormat::f32,
+            std::vector<PackedLinear> prepacked = {});
 
   const GPT2Config& config() const { return config_; }
   const GPT2Weights& weights() const { return weights_; }
@@ -39,6 +42,11 @@ class GPT2Model {
   // Stable hash of the weights file's header and size (hex), for cache keys; "-bf16" or "-int8"
   // appended when the packed kernels use that weight format (its logits differ).
   const std::string& fingerprint() const { return fingerprint_; }
+
+  // The packed layers in PackedCache order (empty when the packed kernels do not run).
+  std::vector<const PackedLinear*> packed_layers() const;
+  // Whether the packed layers came from the packed-weights cache file.
+  bool packed_from_cache() const { return packed_from_cache_; }
 
   KVCache make_cache(int slots, int max_tokens = 0) const;  // 0 = n_positions
 
@@ -66,6 +74,7 @@ class GPT2Model {
   WeightFormat weight_format_ = WeightFormat::f32;
   std::vector<PackedBlock> packed_blocks_;
   PackedLinear packed_lm_head_;
+  bool packed_from_cache_ = false;
 };
 
 // Stable fingerprint of a safetensors file: its header, size and sampled tensor values

@@ -35,15 +35,20 @@ struct GPT2Weights {
   at::Tensor lm_head;            // [V, C]; the same storage as wte when tied
   bool tied_lm_head = true;
   bool zero_copy = false;        // true when every tensor points into the mmap
+  // False when the block matrices (and an untied lm_head) were left undefined: loaded with
+  // `projections` false from a file that would need converting them (the packed-weights cache
+  // had them). Views into the mapping cost nothing and are kept.
+  bool projections = true;
 };
 
 // Builds the weights from a checkpoint: keys with or without "transformer.", attention
 // mask buffers ignored, lm_head.weight when present else tied to wte. Each tensor must be
 // present with its exact shape or ModelError names it. F32 tensors on CPU in float32 are
 // used straight from the mapping; everything else is converted (F16/BF16 compute in float32
-// on CPU) and moved to `device`.
+// on CPU) and moved to `device`. With `projections` false the block matrices and an untied
+// lm_head are only taken when they are such views (shapes checked, nothing read).
 GPT2Weights load_gpt2_weights(const std::shared_ptr<SafetensorsFile>& file,
                               const GPT2Config& config, c10::Device device,
-                              c10::ScalarType dtype);
+                              c10::ScalarType dtype, bool projections = true);
 
 }  // namespace writeup::model

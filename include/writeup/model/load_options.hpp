@@ -12,6 +12,11 @@ struct LoadOptions {
   // How the packed kernels store the projection and LM-head weights: f32, bf16 or int8
   // (model::WeightFormat). Anything but f32 needs the CPU packed path (device cpu, packed).
   std::string weights = "f32";
+  // Where the packed layout is cached between loads (model::PackedCache): "auto" (a
+  // .writeup-cache/ folder beside the model when writable, else $XDG_CACHE_HOME/writeup or
+  // ~/.cache/writeup), a folder, or "" / "off" for none. Off here, for libraries and tests; the
+  // server's models[].packed_cache and the tools' --packed-cache default to "auto".
+  std::string packed_cache;
 };
 
 }  // namespace writeup::model

@@ -42,15 +42,30 @@ class PackedLinear {
   // `bias` [N] or undefined.
   PackedLinear(const at::Tensor& weight, const at::Tensor& bias, bool transposed = false,
                WeightFormat format = WeightFormat::f32);
+  // An already packed layer (the packed-weights cache file: views into its mapping, no copy):
+  // `packed` [ceil(N/16), K, 16] of the format's storage type, `scales` (int8 only)
+  // [tiles, ceil(K/kInt8Group), 16] float32, `bias` [tiles * 16] float32, all contiguous.
+  // Throws std::invalid_argument naming what does not fit.
+  static PackedLinear from_parts(WeightFormat format, std::int64_t k, std::int64_t n, at::Tensor packed,
+                                 at::Tensor scales, at::Tensor bias);
 
   bool defined() const { return packed_.defined(); }
   WeightFormat format() const { return format_; }
   std::int64_t in_features() const { return k_; }
   std::int64_t out_features() const { return n_; }
   std::size_t bytes() const;  // the packed weights (zero-padded to whole tiles) and int8 scales
+  // Rows of k in the packed storage: K, or for int8 whole groups of kInt8Group.
+  static std::int64_t packed_rows(WeightFormat format, std::int64_t k) {
+    return format == WeightFormat::int8 ? (k + kInt8Group - 1) / kInt8Group * kInt8Group : k;
+  }
 
   // The weights the kernels multiply by, [K, N] float32 (the format's rounding included).
   at::Tensor dequantized() const;
+
+  // The packed storage as laid out above (what the cache file stores; scales undefined unless int8).
+  const at::Tensor& packed() const { return packed_; }
+  const at::Tensor& scales() const { return scales_; }
+  const at::Tensor& bias() const { return bias_; }
 
   // What forward does to each block of outputs right after the kernel wrote it (still in cache):
   // nothing, GPT-2's tanh GELU, or adding a residual [M, N] (y = residual + (x @ W + b)).

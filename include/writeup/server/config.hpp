@@ -21,6 +21,11 @@ struct ModelConfig {
                                 // the bytes, rounded to bfloat16); int8 (a quarter: 8-bit weights
                                 // with a float32 scale per 64 inputs per column). Computed in
                                 // float32, batch-invariant either way; bf16/int8 need device cpu
+  std::string packed_cache = "auto";  // where the packed layout (weights as the CPU kernels read
+                                      // them) is cached between starts, mapped on the next one:
+                                      // "auto" = .writeup-cache/ beside the model when writable,
+                                      // else $XDG_CACHE_HOME/writeup or ~/.cache/writeup; a folder;
+                                      // "off" or null = none (pack at every start)
   int workers = 1;             // engine workers (1..16)
   int max_batch = 8;           // sequences one worker runs at once (1..64)
   int kv_cache_mb = 0;         // KV-cache memory per worker in MiB; 0 = auto (a quarter of the

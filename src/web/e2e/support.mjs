@@ -34,7 +34,7 @@ export function freePort() {
 
 /** the main server: the model under two names; `extra` adds options (--api-key) */
 export async function startServer(port, extra = ["--model", `tiny-gpt2-b=${modelDir}`]) {
-  const child = spawn(serverBin, ["--port", String(port), "--model", `tiny-gpt2=${modelDir}`, ...extra, "--redis", "none",
+  const child = spawn(serverBin, ["--port", String(port), "--model", `tiny-gpt2=${modelDir}`, ...extra, "--redis", "none", "--packed-cache", "off",
                                   "--log-level", "warn", "--static-dir", dist], { stdio: ["ignore", "inherit", "inherit"] });
   let spawnError = null;
   child.once("error", (e) => (spawnError = e));
