@@ -14,11 +14,11 @@ SCRIPT = ROOT / "scripts" / "bench-ggml"
 BUILD = pathlib.Path(os.environ.get("WRITEUP_SERVER_BIN", str(ROOT / "build" / "writeup-server"))).parent
 
 
-def bench(*args, env=None, python=("/usr/bin/python3",)):
+def bench(*args, env=None, python=("/usr/bin/python3",), timeout=120):
     e = {k: v for k, v in os.environ.items() if k not in ("WRITEUP_GGML_BUILD", "WRITEUP_BENCH_BIN")}
     e.update(env or {})
     return subprocess.run([*python, str(SCRIPT), *map(str, args)], env=e, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
 
 
 def fake_executable(path):
@@ -124,7 +124,7 @@ def test_real_paired_run_on_a_tiny_model(tmp_path):
     def run(tokens, runs, parallel):
         return bench("--model", model, "--medium", model, "--work", tmp_path / "work", "--tokens", tokens,
                      "--runs", runs, "--parallel", parallel, "--writeup-bench", BUILD / "writeup-bench",
-                     env={"WRITEUP_GGML_BUILD": GGML_BUILD})
+                     env={"WRITEUP_GGML_BUILD": GGML_BUILD}, timeout=600)
 
     r = run(8, 2, 4)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -133,7 +133,8 @@ def test_real_paired_run_on_a_tiny_model(tmp_path):
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert "ms (" in cells[1] and "ms (" in cells[2] and cells[3].endswith("x"), row
-        assert cells[5] in ("yes", "no", "—"), row
+        assert len(cells[4].split()) == 2, row  # one speed-up per round
+        assert cells[6] in ("yes", "no", "—"), row
     assert "(7 tokens on each side)" in r.stdout
     assert "gpt-2-batched" in r.stdout and "-np 4" in r.stdout
     converted = sorted(p.name for p in (tmp_path / "work" / "tiny64").iterdir())
