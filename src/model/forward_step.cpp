@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "fused_ops.hpp"
 #include "writeup/model/gpt2_model.hpp"
 
 namespace writeup::model {
@@ -179,13 +180,14 @@ at::Tensor ForwardStep::forward(KVCache& cache) {
   // [N, C] token + position embeddings of every row
   at::Tensor x = w.wte.index_select(0, buffers_.ids()) + w.wpe.index_select(0, buffers_.positions());
   for (int l = 0; l < cfg.n_layer; ++l) x = block(x, cache, l);
-  x = at::layer_norm(x, {cfg.n_embd}, w.ln_f_weight, w.ln_f_bias, cfg.layer_norm_epsilon);  // [N, C]
+  x = layer_norm(x, w.ln_f_weight, w.ln_f_bias);  // [N, C]
   if (!kept_rows_.empty()) hidden_ = x;  // for score(): only when a chunk asked
   x = x.index_select(0, buffers_.wanted());                                                 // [R, C]
   return lm_head(x);                                                                         // [R, V]
 }
 
 at::Tensor ForwardStep::block(const at::Tensor& x, KVCache& cache, int layer) {
+  if (packed_) return packed_block(x, cache, layer);
   const auto& cfg = model_.config();
   const auto& b = model_.weights().h[static_cast<std::size_t>(layer)];
   const double eps = cfg.layer_norm_epsilon;
@@ -196,6 +198,29 @@ at::Tensor ForwardStep::block(const at::Tensor& x, KVCache& cache, int layer) {
   h = at::layer_norm(x1, {cfg.n_embd}, b.ln_2_weight, b.ln_2_bias, eps);            // [N, C]
   at::Tensor m = at::gelu(project(h, layer, 2), "tanh");                           // [N, 4C]
   return x1 + project(m, layer, 3);                                                // [N, C]
+}
+
+// The packed path's block: layer norms as one pass per row, bias + GELU and the residual adds
+// as the projections' epilogues (fused_ops.hpp), so no element-wise tensor op runs.
+at::Tensor ForwardStep::packed_block(const at::Tensor& x, KVCache& cache, int layer) {
+  const auto& b = model_.weights().h[static_cast<std::size_t>(layer)];
+  const auto& p = model_.packed_blocks_[static_cast<std::size_t>(layer)];
+  using E = PackedLinear::Epilogue;
+  at::Tensor qkv = p.c_attn.forward(layer_norm(x, b.ln_1_weight, b.ln_1_bias));  // [N, 3C]
+  at::Tensor a = attention(qkv, cache, layer);                                    // [N, C]
+  at::Tensor x1 = p.attn_proj.forward(a, E::residual, x);                         // [N, C] x + a W + b
+  at::Tensor m = p.c_fc.forward(layer_norm(x1, b.ln_2_weight, b.ln_2_bias), E::gelu);  // [N, 4C]
+  return p.mlp_proj.forward(m, E::residual, x1);                                  // [N, C]
+}
+
+at::Tensor ForwardStep::layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const {
+  const auto& cfg = model_.config();
+  if (!packed_) return at::layer_norm(x, {cfg.n_embd}, weight, bias, cfg.layer_norm_epsilon);
+  const at::Tensor in = x.contiguous();
+  at::Tensor y = at::empty_like(in);  // [N, C]
+  detail::layer_norm_rows(in.data_ptr<float>(), in.size(0), cfg.n_embd, weight.data_ptr<float>(), bias.data_ptr<float>(),
+                          static_cast<float>(cfg.layer_norm_epsilon), y.data_ptr<float>());
+  return y;
 }
 
 at::Tensor ForwardStep::project(const at::Tensor& x, int layer, int which) const {

@@ -1,5 +1,7 @@
 #include "packed_kernels.hpp"
 
+#include "fused_ops.hpp"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -31,93 +33,62 @@ template <>
 struct Format<WeightFormat::bf16> {
   using Elem = std::uint16_t;
 };
-template <>
-struct Format<WeightFormat::int8> {
-  using Elem = std::int8_t;
-};
 template <WeightFormat F>
 using Elem = typename Format<F>::Elem;
 
-// k values sharing one scale (int8), or the whole of K (no scales).
+// The widening every kernel reproduces: exact for both formats.
 template <WeightFormat F>
-std::int64_t k_block(std::int64_t K) {
-  return F == WeightFormat::int8 ? PackedLinear::kInt8Group : std::max<std::int64_t>(K, 1);
-}
-
-// The one dequantisation every kernel reproduces: exact for f32 and bf16, float(q) * scale
-// (one float32 product) for int8.
-template <WeightFormat F>
-inline float dequantize(Elem<F> e, float scale) {
+inline float widen(Elem<F> e) {
   if constexpr (F == WeightFormat::f32) {
     return e;
-  } else if constexpr (F == WeightFormat::bf16) {
-    return bf16_to_float(e);
   } else {
-    return static_cast<float>(e) * scale;
+    return bf16_to_float(e);
   }
 }
 
 // One tile, rows [0, rows): y[r, j] = bias[j] + sum_k x[r, k] * w[k][j], the sum as one FMA
 // chain in k order.
 template <WeightFormat F>
-void tile_generic(const float* x, std::int64_t ldx, const void* wv, const float* s, const float* bias, float* y,
-                  std::int64_t ldy, std::int64_t rows, std::int64_t K, std::int64_t cols) {
+void tile_generic(const float* x, std::int64_t ldx, const void* wv, const float* bias, float* y, std::int64_t ldy,
+                  std::int64_t rows, std::int64_t K, std::int64_t cols) {
   const auto* w = static_cast<const Elem<F>*>(wv);
-  const std::int64_t KB = k_block<F>(K);
   for (std::int64_t r = 0; r < rows; ++r) {
     float acc[T] = {};
-    for (std::int64_t k0 = 0; k0 < K; k0 += KB) {
-      const float* sg = F == WeightFormat::int8 ? s + (k0 / KB) * T : nullptr;
-      for (std::int64_t k = k0, k1 = std::min(K, k0 + KB); k < k1; ++k) {
-        const float xv = x[r * ldx + k];
-        for (std::int64_t j = 0; j < T; ++j) {
-          const float wd = dequantize<F>(w[k * T + j], sg ? sg[j] : 0.0f);
-          acc[j] = std::fma(xv, wd, acc[j]);
-        }
-      }
+    for (std::int64_t k = 0; k < K; ++k) {
+      const float xv = x[r * ldx + k];
+      for (std::int64_t j = 0; j < T; ++j) acc[j] = std::fma(xv, widen<F>(w[k * T + j]), acc[j]);
     }
     for (std::int64_t j = 0; j < cols; ++j) y[r * ldy + j] = acc[j] + bias[j];
   }
 }
 
 #if defined(__x86_64__)
-// 8 dequantised weights from p (AVX2); `scale` is used by int8 only.
+// 8 widened weights from p (AVX2).
 template <WeightFormat F>
-__attribute__((target("avx2,fma"), always_inline)) inline __m256 load8(const Elem<F>* p, __m256 scale) {
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 load8(const Elem<F>* p) {
   if constexpr (F == WeightFormat::f32) {
     return _mm256_loadu_ps(p);
-  } else if constexpr (F == WeightFormat::bf16) {
+  } else {
     const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
-  } else {
-    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), scale);
   }
 }
 
 // ROWS rows of one tile, fully unrolled so the k loop is loads, broadcasts and FMAs only.
 template <int ROWS, WeightFormat F>
-__attribute__((target("avx2,fma"))) void tile_avx2(const float* x, std::int64_t ldx, const void* wv, const float* s,
+__attribute__((target("avx2,fma"))) void tile_avx2(const float* x, std::int64_t ldx, const void* wv,
                                                     const float* bias, float* y, std::int64_t ldy, std::int64_t K,
                                                     std::int64_t cols) {
   const auto* w = static_cast<const Elem<F>*>(wv);
-  const std::int64_t KB = k_block<F>(K);
   __m256 acc[ROWS][2];
   for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  for (std::int64_t k0 = 0; k0 < K; k0 += KB) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
-    if constexpr (F == WeightFormat::int8) {
-      s0 = _mm256_loadu_ps(s + (k0 / KB) * T);
-      s1 = _mm256_loadu_ps(s + (k0 / KB) * T + 8);
-    }
-    for (std::int64_t k = k0, k1 = std::min(K, k0 + KB); k < k1; ++k) {
-      const __m256 w0 = load8<F>(w + k * T, s0), w1 = load8<F>(w + k * T + 8, s1);
+  for (std::int64_t k = 0; k < K; ++k) {
+    const __m256 w0 = load8<F>(w + k * T), w1 = load8<F>(w + k * T + 8);
 #pragma GCC unroll 6
-      for (int r = 0; r < ROWS; ++r) {
-        const __m256 xv = _mm256_broadcast_ss(x + r * ldx + k);
-        acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);
-        acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);
-      }
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256 xv = _mm256_broadcast_ss(x + r * ldx + k);
+      acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);
     }
   }
   const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
@@ -129,49 +100,39 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* x, std::int64_t 
   }
 }
 
-// 16 dequantised weights from p (AVX-512F); `scale` is used by int8 only.
+// 16 widened weights from p (AVX-512F).
 template <WeightFormat F>
-__attribute__((target("avx512f"), always_inline)) inline __m512 load16(const Elem<F>* p, __m512 scale) {
+__attribute__((target("avx512f"), always_inline)) inline __m512 load16(const Elem<F>* p) {
   if constexpr (F == WeightFormat::f32) {
     return _mm512_loadu_ps(p);
-  } else if constexpr (F == WeightFormat::bf16) {
+  } else {
     const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-  } else {
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), scale);
   }
 }
 
 // AVX-512: ROWS rows x G consecutive tiles (16 columns = one zmm each), so the weights of a
-// step stream (and are dequantised) once for up to 8 rows: ROWS*G accumulators + G weights +
-// G scales + 1 broadcast <= 32 zmm. Each output element is still one FMA chain in k order plus
-// the bias: bitwise the AVX2 and generic result.
+// step stream (and are widened) once for up to 8 rows: ROWS*G accumulators + G weights + 1
+// broadcast <= 32 zmm. Each output element is still one FMA chain in k order plus the bias:
+// bitwise the AVX2 and generic result.
 template <int ROWS, int G, WeightFormat F>
-__attribute__((target("avx512f"))) void tiles_avx512(const float* x, std::int64_t ldx, const void* wv, const float* s,
+__attribute__((target("avx512f"))) void tiles_avx512(const float* x, std::int64_t ldx, const void* wv,
                                                      const float* bias, float* y, std::int64_t ldy, std::int64_t K,
                                                      std::int64_t cols) {
   const auto* w = static_cast<const Elem<F>*>(wv);
-  const std::int64_t KB = k_block<F>(K), groups = (K + KB - 1) / KB;
   __m512 acc[ROWS][G];
   for (int r = 0; r < ROWS; ++r) {
     for (int g = 0; g < G; ++g) acc[r][g] = _mm512_setzero_ps();
   }
-  for (std::int64_t k0 = 0; k0 < K; k0 += KB) {
-    __m512 sv[G];
-    for (int g = 0; g < G; ++g) {
-      sv[g] = F == WeightFormat::int8 ? _mm512_loadu_ps(s + (g * groups + k0 / KB) * T) : _mm512_setzero_ps();
-    }
-    for (std::int64_t k = k0, k1 = std::min(K, k0 + KB); k < k1; ++k) {
-      __m512 wk[G];
+  for (std::int64_t k = 0; k < K; ++k) {
+    __m512 wk[G];
 #pragma GCC unroll 8
-      for (int g = 0; g < G; ++g) wk[g] = load16<F>(w + (g * K + k) * T, sv[g]);
+    for (int g = 0; g < G; ++g) wk[g] = load16<F>(w + (g * K + k) * T);
 #pragma GCC unroll 8
-      for (int r = 0; r < ROWS; ++r) {
-        const __m512 xv = _mm512_set1_ps(x[r * ldx + k]);
+    for (int r = 0; r < ROWS; ++r) {
+      const __m512 xv = _mm512_set1_ps(x[r * ldx + k]);
 #pragma GCC unroll 8
-        for (int g = 0; g < G; ++g) acc[r][g] = _mm512_fmadd_ps(xv, wk[g], acc[r][g]);
-      }
+      for (int g = 0; g < G; ++g) acc[r][g] = _mm512_fmadd_ps(xv, wk[g], acc[r][g]);
     }
   }
   // cols: valid columns of the last tile (16 unless it is the matrix's last)
@@ -183,8 +144,8 @@ __attribute__((target("avx512f"))) void tiles_avx512(const float* x, std::int64_
   }
 }
 
-using TileFn = void (*)(const float*, std::int64_t, const void*, const float*, const float*, float*, std::int64_t,
-                        std::int64_t, std::int64_t);
+using TileFn = void (*)(const float*, std::int64_t, const void*, const float*, float*, std::int64_t, std::int64_t,
+                        std::int64_t);
 template <WeightFormat F>
 constexpr TileFn kAvx2Tiles[kRows + 1] = {nullptr,          tile_avx2<1, F>, tile_avx2<2, F>, tile_avx2<3, F>,
                                           tile_avx2<4, F>, tile_avx2<5, F>, tile_avx2<6, F>};
@@ -223,10 +184,8 @@ bool has_avx512() {
 template <WeightFormat F>
 void forward_format(const PackedView& v, const float* xp, std::int64_t M, float* yp) {
   const auto* wp = static_cast<const Elem<F>*>(v.weights);
-  const float* sp = v.scales;
   const float* bp = v.bias;
   const std::int64_t K = v.K, N = v.N, tiles = v.tiles;
-  const std::int64_t groups = F == WeightFormat::int8 ? (K + PackedLinear::kInt8Group - 1) / PackedLinear::kInt8Group : 0;
   const std::int64_t grain = std::max<std::int64_t>(1, 64 * 1024 / std::max<std::int64_t>(1, K * M));  // tiles
 #if defined(__x86_64__)
   if (has_avx512()) {
@@ -241,8 +200,9 @@ void forward_format(const PackedView& v, const float* xp, std::int64_t M, float*
         const std::int64_t cols = std::min(T, N - (t + count - 1) * T);  // of the group's last tile
         for (std::int64_t m = 0; m < M; m += per) {
           const std::int64_t rows = std::min(per, M - m);
-          kAvx512Tiles<F>[count][rows](xp + m * K, K, wp + t * K * T, sp + t * groups * T, bp + t * T,
+          kAvx512Tiles<F>[count][rows](xp + m * K, K, wp + t * K * T, bp + t * T,
                                        yp + m * N + t * T, N, K, cols);
+          finish_block(v, yp, m, rows, t * T, (count - 1) * T + cols);
         }
       }
     });
@@ -253,7 +213,6 @@ void forward_format(const PackedView& v, const float* xp, std::int64_t M, float*
   at::parallel_for(0, tiles, grain, [&](std::int64_t t0, std::int64_t t1) {
     for (std::int64_t t = t0; t < t1; ++t) {
       const Elem<F>* w = wp + t * K * T;
-      const float* s = sp + t * groups * T;
       const std::int64_t cols = std::min(T, N - t * T);
       // Rows in blocks of at most 6, balanced (8 rows: 4 + 4, not 6 + 2). Which block a row
       // lands in does not change its arithmetic.
@@ -262,11 +221,13 @@ void forward_format(const PackedView& v, const float* xp, std::int64_t M, float*
         const std::int64_t rows = std::min(per, M - m);
 #if defined(__x86_64__)
         if (has_avx2()) {
-          kAvx2Tiles<F>[rows](xp + m * K, K, w, s, bp + t * T, yp + m * N + t * T, N, K, cols);
-          continue;
-        }
+          kAvx2Tiles<F>[rows](xp + m * K, K, w, bp + t * T, yp + m * N + t * T, N, K, cols);
+        } else
 #endif
-        tile_generic<F>(xp + m * K, K, w, s, bp + t * T, yp + m * N + t * T, N, rows, K, cols);
+        {
+          tile_generic<F>(xp + m * K, K, w, bp + t * T, yp + m * N + t * T, N, rows, K, cols);
+        }
+        finish_block(v, yp, m, rows, t * T, cols);
       }
     }
   });
@@ -274,12 +235,25 @@ void forward_format(const PackedView& v, const float* xp, std::int64_t M, float*
 
 }  // namespace
 
+void finish_block(const PackedView& v, float* y, std::int64_t row0, std::int64_t rows, std::int64_t col0,
+                  std::int64_t cols) {
+  if (v.epilogue == PackedLinear::Epilogue::none) return;
+  for (std::int64_t r = row0; r < row0 + rows; ++r) {
+    float* out = y + r * v.N + col0;
+    if (v.epilogue == PackedLinear::Epilogue::gelu) {
+      gelu_inplace(out, cols);
+    } else {
+      add_inplace(out, v.residual + r * v.N + col0, cols);
+    }
+  }
+}
+
 void packed_forward(const PackedView& v, const float* x, std::int64_t M, float* y) {
   if (M <= 0 || v.tiles == 0) return;
   switch (v.format) {
     case WeightFormat::f32: return forward_format<WeightFormat::f32>(v, x, M, y);
     case WeightFormat::bf16: return forward_format<WeightFormat::bf16>(v, x, M, y);
-    case WeightFormat::int8: return forward_format<WeightFormat::int8>(v, x, M, y);
+    case WeightFormat::int8: return packed_forward_int8(v, x, M, y);
   }
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // The packed kernels behind PackedLinear (internal to src/model): one tile loop per weight
-// format and CPU feature level, all computing each output element as bias + one FMA chain over
-// k in k order with the same dequantised weights.
+// format and CPU feature level. For f32 and bf16 each output element is bias + one FMA chain
+// over k in k order with the same widened weights; int8 sums exactly in int32 per group
+// (packed_int8.cpp). Either way every kernel gives the generic kernel's bits.
 #include <cstdint>
 
 #include "writeup/model/packed_linear.hpp"
@@ -12,13 +13,24 @@ namespace writeup::model::detail {
 struct PackedView {
   WeightFormat format = WeightFormat::f32;
   std::int64_t K = 0, N = 0, tiles = 0;
-  const void* weights = nullptr;  // [tiles][K][16] of float | bf16 bits | int8
+  // [tiles][K][16] of float | bf16 bits; int8: [tiles][groups * 64 / 2][16][2] (k pairs, zero
+  // past K)
+  const void* weights = nullptr;
   const float* scales = nullptr;  // int8: [tiles][groups][16]
   const float* bias = nullptr;    // [tiles * 16]
+  PackedLinear::Epilogue epilogue = PackedLinear::Epilogue::none;
+  const float* residual = nullptr;  // [M, N] with Epilogue::residual
 };
+
+// The epilogue on the block of y that a kernel just wrote: rows [row0, row0 + rows), columns
+// [col0, col0 + cols) of y [M, N].
+void finish_block(const PackedView& v, float* y, std::int64_t row0, std::int64_t rows, std::int64_t col0,
+                  std::int64_t cols);
 
 // y [M, N] = x [M, K] @ W + b, row-major, split over libtorch's intra-op threads.
 void packed_forward(const PackedView& v, const float* x, std::int64_t M, float* y);
+// The int8 format's kernels (packed_int8.cpp): 8-bit weights x 16-bit activations in int32.
+void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, float* y);
 
 // float32 of a bfloat16's bits: exact.
 inline float bf16_to_float(std::uint16_t bits) {

@@ -26,8 +26,8 @@ std::uint16_t to_bf16(float f) {
 }
 
 // Writes rows [k0, k1) of one tile from `block` ([k1 - k0][16] float32, zero past N) into the
-// packed storage in `format`; for int8 [k0, k1) is one scale group and its 16 scales go to
-// `scales`.
+// packed storage in `format`; for int8 [k0, k1) is one scale group, stored as kInt8Group / 2
+// k pairs [pair][16][2] (zero past K), and its 16 scales go to `scales`.
 void encode(WeightFormat format, const float* block, std::int64_t rows, void* out, float* scales) {
   const std::int64_t n = rows * T;
   switch (format) {
@@ -46,13 +46,14 @@ void encode(WeightFormat format, const float* block, std::int64_t rows, void* ou
       }
       for (std::int64_t j = 0; j < T; ++j) scales[j] = amax[j] / 127.0f;
       auto* o = static_cast<std::int8_t*>(out);
+      std::memset(o, 0, static_cast<std::size_t>(G * T));
       for (std::int64_t r = 0; r < rows; ++r) {
         for (std::int64_t j = 0; j < T; ++j) {
           const float v = scales[j] > 0.0f ? block[r * T + j] / scales[j] : 0.0f;  // |v| <= 127
           // round half to even, as nearbyint in the default rounding mode: adding and taking
           // away 1.5 * 2^23 leaves no fraction bits (exact for |v| < 2^22), and vectorises
           const float q = (v + 12582912.0f) - 12582912.0f;
-          o[r * T + j] = static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f));
+          o[(r / 2) * 2 * T + j * 2 + r % 2] = static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f));
         }
       }
       return;
@@ -89,8 +90,9 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias, boo
   n_ = transposed ? w.size(0) : w.size(1);
   tiles_ = (n_ + T - 1) / T;
   const auto storage = format == WeightFormat::f32 ? at::kFloat : format == WeightFormat::bf16 ? at::kShort : at::kChar;
-  packed_ = at::empty({tiles_, k_, T}, at::TensorOptions().dtype(storage));
   const std::int64_t groups = (k_ + G - 1) / G;
+  const std::int64_t rows = format == WeightFormat::int8 ? groups * G : k_;  // int8: whole groups
+  packed_ = at::empty({tiles_, rows, T}, at::TensorOptions().dtype(storage));
   if (format == WeightFormat::int8) scales_ = at::empty({tiles_, groups, T}, at::kFloat);
   const float* src = w.data_ptr<float>();
   auto* dst = static_cast<char*>(packed_.data_ptr());
@@ -120,7 +122,7 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias, boo
       }
     }
     if (format == WeightFormat::f32) return;
-    encode(format, block, k1 - k0, dst + static_cast<std::size_t>((t * K + k0) * T) * esize,
+    encode(format, block, k1 - k0, dst + static_cast<std::size_t>((t * rows + k0) * T) * esize,
            sdst ? sdst + (t * groups + k0 / G) * T : nullptr);
   };
   if (transposed) {  // a tile is 16 source rows: threads split the tiles
@@ -154,7 +156,8 @@ at::Tensor PackedLinear::dequantized() const {
   const std::int64_t groups = (k_ + G - 1) / G;
   for (std::int64_t k = 0; k < k_; ++k) {
     for (std::int64_t n = 0; n < n_; ++n) {
-      const std::int64_t i = ((n / T) * k_ + k) * T + n % T;
+      const std::int64_t i = ((n / T) * k_ + k) * T + n % T;  // f32, bf16
+      const std::int64_t pair = ((n / T) * groups * G + k - k % 2) * T + (n % T) * 2 + k % 2;  // int8
       float v = 0;
       switch (format_) {
         case WeightFormat::f32: v = packed_.data_ptr<float>()[i]; break;
@@ -162,7 +165,7 @@ at::Tensor PackedLinear::dequantized() const {
           v = detail::bf16_to_float(static_cast<std::uint16_t>(packed_.data_ptr<std::int16_t>()[i]));
           break;
         case WeightFormat::int8:
-          v = static_cast<float>(packed_.data_ptr<std::int8_t>()[i]) *
+          v = static_cast<float>(packed_.data_ptr<std::int8_t>()[pair]) *
               scales_.data_ptr<float>()[((n / T) * groups + k / G) * T + n % T];
           break;
       }
@@ -172,16 +175,24 @@ at::Tensor PackedLinear::dequantized() const {
   return out;
 }
 
-at::Tensor PackedLinear::forward(const at::Tensor& input) const {
+at::Tensor PackedLinear::forward(const at::Tensor& input) const { return forward(input, Epilogue::none); }
+
+at::Tensor PackedLinear::forward(const at::Tensor& input, Epilogue epilogue, const at::Tensor& residual) const {
   const at::Tensor x = input.contiguous();
   TORCH_CHECK(x.dim() == 2 && x.size(1) == k_ && x.scalar_type() == at::kFloat,
               "PackedLinear expects float32 [M, ", k_, "]");
+  at::Tensor r;
+  if (epilogue == Epilogue::residual) {
+    r = residual.contiguous();
+    TORCH_CHECK(r.dim() == 2 && r.size(0) == x.size(0) && r.size(1) == n_ && r.scalar_type() == at::kFloat,
+                "PackedLinear's residual must be float32 [M, ", n_, "]");
+  }
   at::Tensor y = at::empty({x.size(0), n_}, x.options());  // [M, N]
-  forward(x.data_ptr<float>(), x.size(0), y.data_ptr<float>());
+  forward(x.data_ptr<float>(), x.size(0), y.data_ptr<float>(), epilogue, r.defined() ? r.data_ptr<float>() : nullptr);
   return y;
 }
 
-void PackedLinear::forward(const float* x, std::int64_t M, float* y) const {
+void PackedLinear::forward(const float* x, std::int64_t M, float* y, Epilogue epilogue, const float* residual) const {
   detail::PackedView v;
   v.format = format_;
   v.K = k_;
@@ -190,6 +201,8 @@ void PackedLinear::forward(const float* x, std::int64_t M, float* y) const {
   v.weights = packed_.data_ptr();
   v.scales = scales_.defined() ? scales_.data_ptr<float>() : nullptr;
   v.bias = bias_.data_ptr<float>();
+  v.epilogue = epilogue;
+  v.residual = residual;
   detail::packed_forward(v, x, M, y);
 }
 

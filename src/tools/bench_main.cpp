@@ -10,7 +10,8 @@
 //   writeup-bench step --model DIR [--n 8] [--tokens N] [--threads N]   (decode-step breakdown)
 //   writeup-bench sample [--tokens N] [--runs N] [--setting S] [--shape flat|peaked]   (us per sampled token)
 //   writeup-bench fidelity --model DIR [--positions 2048] [--seq 256] [--seed S]   (bf16/int8 logits vs f32)
-//   (decode, engine, step, load: --weights f32|bf16|int8, the packed kernels' weight format)
+//   writeup-bench prefill --model DIR [--chars 500] [--runs N] [--threads N]   (prompt tokens/s, time to first token)
+//   (decode, engine, step, load, prefill: --weights f32|bf16|int8, the packed kernels' weight format)
 //   writeup-bench wire --url ws://HOST:PORT [--sessions N] [--requests N] [--batch-size 7] [--length 40]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -42,6 +43,7 @@
 namespace writeup::tools {
 int bench_sample(int argc, char** argv);       // bench_sample.cpp
 int bench_fidelity(const CliArgs& args);       // bench_fidelity.cpp
+int bench_prefill(const CliArgs& args, const model::LoadOptions& load);  // bench_prefill.cpp
 }  // namespace writeup::tools
 
 namespace {
@@ -417,7 +419,7 @@ int main(int argc, char** argv) {
     if (mode == "sample") return writeup::tools::bench_sample(argc - 1, argv + 1);
     writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions", "prompt-tokens",
                                                            "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel", "long-word-kb", "prompt-logprobs",
-                                                           "weights", "positions", "seq", "seed", "prompt", "temperature", "top-k", "top-p"},
+                                                           "weights", "positions", "seq", "seed", "chars", "prompt", "temperature", "top-k", "top-p"},
                                  {"ignore-eos"});
     // --kernel avx2|generic: the packed kernels an older CPU would run (for before/after ratios)
     const std::string kernel = args.get("kernel", "auto");
@@ -429,6 +431,7 @@ int main(int argc, char** argv) {
     if (mode == "engine") return bench_engine(args);
     if (mode == "step") return bench_step(args);
     if (mode == "fidelity") return writeup::tools::bench_fidelity(args);
+    if (mode == "prefill") return writeup::tools::bench_prefill(args, load_options(args));
     if (mode == "wire") return writeup::tools::bench_wire(args);
     std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode, engine, step, fidelity, sample or wire)\n";
     return 2;

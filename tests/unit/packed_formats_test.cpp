@@ -1,11 +1,13 @@
 // PackedLinear's weight formats (f32, bf16, int8): every kernel gives the generic kernel's bits,
 // a row's result does not depend on its batch, bf16 is exactly float32 on bf16-rounded weights,
-// int8 is exactly float32 on its dequantised weights and within its quantisation step of f32.
+// int8 is exactly its written-out spec (8-bit weights x 16-bit activations) and within its
+// quantisation steps of f32.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -36,13 +38,15 @@ at::Tensor run(const PackedLinear& lin, const at::Tensor& x, Kernel k) {
 struct Int8Reference {
   at::Tensor dequantized;  // [K, N]
   at::Tensor scale;        // [K, N]: each weight's group scale
+  at::Tensor q;            // [K, N] int32
 };
 Int8Reference int8_reference(const at::Tensor& w) {
   const int K = static_cast<int>(w.size(0)), N = static_cast<int>(w.size(1));
-  Int8Reference r{at::empty({K, N}), at::empty({K, N})};
+  Int8Reference r{at::empty({K, N}), at::empty({K, N}), at::empty({K, N}, at::kInt)};
   const auto wa = w.accessor<float, 2>();
   auto da = r.dequantized.accessor<float, 2>();
   auto sa = r.scale.accessor<float, 2>();
+  auto qa = r.q.accessor<int, 2>();
   for (int n = 0; n < N; ++n) {
     for (int k0 = 0; k0 < K; k0 += 64) {
       const int k1 = std::min(K, k0 + 64);
@@ -53,10 +57,56 @@ Int8Reference int8_reference(const at::Tensor& w) {
         const float q = scale > 0 ? std::clamp(std::nearbyint(wa[k][n] / scale), -127.0f, 127.0f) : 0.0f;
         da[k][n] = q * scale;
         sa[k][n] = scale;
+        qa[k][n] = static_cast<int>(q);
       }
     }
   }
   return r;
+}
+
+// The activations' quantisation: per row and group of 64 k, scale = max|x| / 32767 and
+// q = round-half-even(x * (32767 / max)); [M, K] int32 and the per-k scale [M, K].
+std::pair<at::Tensor, at::Tensor> quantize_activations(const at::Tensor& x) {
+  const int M = static_cast<int>(x.size(0)), K = static_cast<int>(x.size(1));
+  at::Tensor q = at::zeros({M, K}, at::kInt), s = at::zeros({M, K});
+  const auto xa = x.accessor<float, 2>();
+  auto qa = q.accessor<int, 2>();
+  auto sa = s.accessor<float, 2>();
+  for (int m = 0; m < M; ++m) {
+    for (int k0 = 0; k0 < K; k0 += 64) {
+      const int k1 = std::min(K, k0 + 64);
+      float amax = 0;
+      for (int k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(xa[m][k]));
+      if (amax == 0) continue;
+      for (int k = k0; k < k1; ++k) {
+        qa[m][k] = static_cast<int>(std::clamp(std::nearbyint(xa[m][k] * (32767.0f / amax)), -32767.0f, 32767.0f));
+        sa[m][k] = amax / 32767.0f;
+      }
+    }
+  }
+  return {q, s};
+}
+
+// The int8 forward as packed_linear.hpp specifies it: y = b + the float32 sum over groups, in
+// order, of fma(float(exact integer sum of q_x * q_w), scale_w * scale_x, total).
+at::Tensor int8_forward(const at::Tensor& x, const Int8Reference& w, const at::Tensor& b) {
+  const int M = static_cast<int>(x.size(0)), K = static_cast<int>(x.size(1)), N = static_cast<int>(w.q.size(1));
+  const auto [xq, xs] = quantize_activations(x);
+  at::Tensor y = at::empty({M, N});
+  const auto qa = xq.accessor<int, 2>(), wq = w.q.accessor<int, 2>();
+  const auto sa = xs.accessor<float, 2>(), ws = w.scale.accessor<float, 2>();
+  for (int m = 0; m < M; ++m) {
+    for (int n = 0; n < N; ++n) {
+      float total = 0;
+      for (int k0 = 0; k0 < K; k0 += 64) {
+        std::int64_t sum = 0;
+        for (int k = k0; k < std::min(K, k0 + 64); ++k) sum += static_cast<std::int64_t>(qa[m][k]) * wq[k][n];
+        total = std::fma(static_cast<float>(sum), ws[k0][n] * sa[m][k0], total);
+      }
+      y[m][n] = total + b[n].item<float>();
+    }
+  }
+  return y;
 }
 
 }  // namespace
@@ -141,8 +191,10 @@ TEST(PackedFormats, Bf16IsTheF32KernelOnBf16RoundedWeights) {
   }
 }
 
-// int8 is bitwise the f32 kernel on the dequantised weights of the written-out quantisation.
-TEST(PackedFormats, Int8IsTheF32KernelOnItsDequantisedWeights) {
+// int8 is bitwise its written-out spec (the weights' and the activations' quantisation, exact
+// integer sums per group, one float32 FMA per group), and stores 1 byte a weight (whole groups
+// of k) + the scales.
+TEST(PackedFormats, Int8IsItsWrittenOutSpec) {
   at::manual_seed(14);
   for (const auto& [K, N] : kShapes) {
     for (const bool transposed : {false, true}) {
@@ -150,23 +202,40 @@ TEST(PackedFormats, Int8IsTheF32KernelOnItsDequantisedWeights) {
       if (N > 20) (transposed ? w.narrow(0, 17, 1) : w.narrow(1, 17, 1)).zero_();  // an all-zero column
       const auto b = at::randn({N});
       const auto ref = int8_reference(transposed ? w.t().contiguous() : w);
-      const PackedLinear int8(w, b, transposed, WeightFormat::int8), f32(ref.dequantized, b);
+      const PackedLinear int8(w, b, transposed, WeightFormat::int8);
       EXPECT_TRUE(at::equal(int8.dequantized(), ref.dequantized)) << K << "x" << N;
       const std::size_t tiles = (N + 15) / 16, groups = (K + 63) / 64;
-      EXPECT_EQ(int8.bytes(), tiles * 16 * K + tiles * groups * 16 * sizeof(float));
+      EXPECT_EQ(int8.bytes(), tiles * 16 * groups * 64 + tiles * groups * 16 * sizeof(float));
       for (const int M : {1, 3, 8, 17}) {
-        const auto x = at::randn({M, K});
-        EXPECT_TRUE(at::equal(int8.forward(x), f32.forward(x))) << K << "x" << N << " M=" << M;
+        auto x = at::randn({M, K});
+        if (M == 3) x[1].zero_();  // a zero row: scale 0
+        EXPECT_TRUE(at::equal(int8.forward(x), int8_forward(x, ref, b))) << K << "x" << N << " M=" << M;
       }
     }
   }
 }
 
+// A NaN or an infinity in a row reaches that row's outputs as NaN (as float32 arithmetic would),
+// and only that row's.
+TEST(PackedFormats, Int8PassesNonFiniteInputOn) {
+  const PackedLinear int8(at::randn({100, 20}), at::randn({20}), false, WeightFormat::int8);
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    auto x = at::randn({3, 100});
+    x[1][70] = bad;
+    for (const auto k : {Kernel::avx512, Kernel::avx2, Kernel::generic}) {
+      const auto y = run(int8, x, k);
+      EXPECT_TRUE(y[1].isnan().all().item<bool>()) << bad << " kernel " << static_cast<int>(k);
+      EXPECT_TRUE(y[0].isfinite().all().item<bool>() && y[2].isfinite().all().item<bool>());
+    }
+  }
+}
+
 // Against the float32 result, each int8 output element is off by at most
-//   sum_k |x_k| * scale_k / 2          (rounding each weight to its group's step)
-// + the two float32 FMA chains' own rounding: K * 2^-24 * sum_k |x_k| (|w_k| + scale_k / 2) each
-// (a worst case: random rounding errors partly cancel, so the error seen is 4-20 % of it).
-TEST(PackedFormats, Int8ErrorIsWithinHalfAQuantisationStepPerWeight) {
+//   sum_k |x_k| * scale_k / 2                     (rounding each weight to its group's step)
+// + sum_k (|w_k| + scale_k / 2) * xscale_k / 2      (rounding each activation to its group's step)
+// + float32 rounding, bounded loosely by 2K * 2^-24 * sum_k |x_k| (|w_k| + scale_k / 2)
+// (a worst case: random rounding errors partly cancel, so the error seen is well under it).
+TEST(PackedFormats, Int8ErrorIsWithinHalfAQuantisationStepPerValue) {
   at::manual_seed(15);
   for (const auto& [K, N] : {std::pair<int, int>{768, 96}, {200, 100}, {3072, 48}}) {
     const auto w = at::randn({K, N}) * 0.02, b = at::randn({N});
@@ -176,9 +245,11 @@ TEST(PackedFormats, Int8ErrorIsWithinHalfAQuantisationStepPerWeight) {
     const auto err = (int8.forward(x) - f32.forward(x)).to(at::kDouble).abs();
     const auto xa = x.to(at::kDouble).abs();
     const auto half_step = ref.scale.to(at::kDouble) / 2;
+    const auto x_half_step = quantize_activations(x).second.to(at::kDouble) / 2;  // [M, K]
+    const auto wa = w.to(at::kDouble).abs() + half_step;
     const double eps = std::ldexp(1.0, -24);
-    const auto chains = 2 * K * eps * at::mm(xa, w.to(at::kDouble).abs() + half_step);
-    const auto bound = at::mm(xa, half_step) + chains + b.to(at::kDouble).abs() * 2 * eps;
+    const auto chains = 2 * K * eps * at::mm(xa, wa);
+    const auto bound = at::mm(xa, half_step) + at::mm(x_half_step, wa) + chains + b.to(at::kDouble).abs() * 2 * eps;
     const double worst = (err / bound).max().item<double>();
     EXPECT_LE(worst, 1.0) << K << "x" << N;
     EXPECT_GT(err.max().item<double>(), 0.0) << K << "x" << N << ": int8 changed nothing";

@@ -34,8 +34,9 @@ struct StepOptions {
 
 // The one forward step of GPT-2 over a KV cache (what ModelRunner::step and GPT2Model::forward
 // run). Two paths:
-// - packed (CPU, float32): PackedLinear projections and the fixed-order attend kernel for the
-//   decode rows, so a row's logits are bitwise the same whatever shares its step;
+// - packed (CPU, float32): PackedLinear projections (the bias + GELU and the residual adds as
+//   their epilogues), one-pass layer norms and the fixed-order attend kernel for the decode
+//   rows, so a row's logits are bitwise the same whatever shares its step;
 // - generic (any device): ATen ops only. Token ids, positions, slots and lengths live in
 //   persistent StepBuffers; keys/values are written by index; all decode rows attend in one
 //   batched call over their slots with a length mask; prefill chunks use views with host
@@ -74,6 +75,8 @@ class ForwardStep {
  private:
   at::Tensor forward(KVCache& cache);
   at::Tensor block(const at::Tensor& x, KVCache& cache, int layer);
+  at::Tensor packed_block(const at::Tensor& x, KVCache& cache, int layer);  // fused element-wise work
+  at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
   at::Tensor attention(const at::Tensor& qkv, KVCache& cache, int layer);
   void write_kv(const at::Tensor& qkv, KVCache& cache, int layer, std::int64_t first_row);
   void decode_generic(const at::Tensor& qkv, KVCache& cache, int layer, at::Tensor& out);

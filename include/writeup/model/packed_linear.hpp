@@ -12,8 +12,10 @@ namespace writeup::model {
 //   back to float32 exactly (a 16-bit shift);
 // - int8: weight-only, symmetric: per output column, one float32 scale per group of
 //   kInt8Group consecutive k (scale = max |w| / 127, q = round-half-even(w / scale)),
-//   1 byte + 4/kInt8Group; a kernel dequantises q to float(q) * scale.
-// Whatever the format, the arithmetic is float32: one FMA chain over the dequantised weights.
+//   1 byte + 4/kInt8Group. Its kernels quantise the activations too, to int16 per row and group
+//   (scale = max |x| / 32767), sum q_x * q_w exactly in int32 per group, and add each group's
+//   sum times the two scales to a float32 total (packed_int8.cpp).
+// f32 and bf16 compute in float32: one FMA chain over the widened weights.
 enum class WeightFormat { f32, bf16, int8 };
 const char* to_string(WeightFormat format);
 // "f32" | "bf16" | "int8"; throws std::invalid_argument naming the value otherwise.
@@ -50,14 +52,23 @@ class PackedLinear {
   // The weights the kernels multiply by, [K, N] float32 (the format's rounding included).
   at::Tensor dequantized() const;
 
+  // What forward does to each block of outputs right after the kernel wrote it (still in cache):
+  // nothing, GPT-2's tanh GELU, or adding a residual [M, N] (y = residual + (x @ W + b)).
+  enum class Epilogue { none, gelu, residual };
+
   at::Tensor forward(const at::Tensor& x) const;  // x [M, K] float32 -> [M, N]
-  // The same into caller-owned memory: x [M, K] row-major, y [M, N] row-major.
-  void forward(const float* x, std::int64_t M, float* y) const;
+  at::Tensor forward(const at::Tensor& x, Epilogue epilogue, const at::Tensor& residual = at::Tensor()) const;
+  // The same into caller-owned memory: x [M, K] row-major, y [M, N] row-major (not aliasing
+  // x or residual).
+  void forward(const float* x, std::int64_t M, float* y, Epilogue epilogue = Epilogue::none,
+               const float* residual = nullptr) const;
 
  private:
   WeightFormat format_ = WeightFormat::f32;
   std::int64_t k_ = 0, n_ = 0, tiles_ = 0;
-  at::Tensor packed_;  // [tiles, K, 16] float32 | bf16 bits (int16) | int8, zero-padded past N
+  // [tiles, K, 16] float32 | bf16 bits (int16); int8: [tiles, groups * kInt8Group / 2, 16, 2]
+  // (k pairs, zero past K); zero-padded past N
+  at::Tensor packed_;
   at::Tensor scales_;  // int8: [tiles, ceil(K / kInt8Group), 16] float32 (zeros past N)
   at::Tensor bias_;    // [tiles * 16] float32 (zeros when none)
 };

@@ -1,0 +1,284 @@
+// The int8 weight format's kernels (w8a16): 8-bit weights times 16-bit activations, summed
+// exactly in int32 per group of kInt8Group k values, then scaled into a float32 sum per group.
+//
+// Per row and group g of 64 k values, the activations are quantised once per call:
+//   xs = max_k |x_k| / 32767,  xq_k = round-half-even(x_k * (32767 / max)) in [-32767, 32767]
+// and each output element is
+//   o = 0;  for g in order: o = fma(float(sum_k xq_k * q_kj), ws_gj * xs_g, o);  y_j = o + b_j
+// The integer sums are exact (|sum| <= 64 * 32767 * 127 < 2^31), so whichever instructions form
+// them (VNNI vpdpwssd, vpmaddwd + add, scalar), every kernel gives the same bits, and a row's
+// result depends on nothing but the row: batch invariance as for the float formats.
+// The activations' rounding (a relative 2^-16 of the group's largest value) is two orders of
+// magnitude under the weights' (2^-8): the fidelity is the weights'.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "packed_kernels.hpp"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+// GCC 12's avx512fintrin.h self-initialises its "undefined" operand (GCC bug 105593), which
+// -Wmaybe-uninitialized reports wherever the AVX-512 conversions inline.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#endif
+
+namespace writeup::model::detail {
+namespace {
+
+constexpr std::int64_t T = PackedLinear::kTile;
+constexpr std::int64_t G = PackedLinear::kInt8Group;
+constexpr std::int64_t P = G / 2;  // k pairs per group
+
+// A call's activations: xq [M][groups * G] int16 (zero past K), xs [M][groups].
+struct Activations {
+  std::vector<std::int16_t> q;
+  std::vector<float> s;
+};
+
+void quantize_rows(const float* x, std::int64_t M, std::int64_t K, std::int64_t groups, Activations& a) {
+  const std::int64_t Kp = groups * G;
+  a.q.assign(static_cast<std::size_t>(M * Kp), 0);
+  a.s.assign(static_cast<std::size_t>(M * groups), 0.0f);
+  for (std::int64_t r = 0; r < M; ++r) {
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const float* xg = x + r * K + g * G;
+      const std::int64_t n = std::min(G, K - g * G);
+      float amax = 0.0f;
+      bool finite = true;
+      for (std::int64_t k = 0; k < n; ++k) {
+        amax = std::max(amax, std::fabs(xg[k]));
+        finite = finite && std::isfinite(xg[k]);
+      }
+      float& scale = a.s[static_cast<std::size_t>(r * groups + g)];
+      if (!finite) {  // a NaN or infinity reaches the output as NaN, as float32 arithmetic would
+        scale = std::numeric_limits<float>::quiet_NaN();
+        continue;
+      }
+      if (amax == 0.0f) continue;
+      const float inv = 32767.0f / amax;
+      scale = amax / 32767.0f;
+      std::int16_t* q = a.q.data() + r * Kp + g * G;
+      for (std::int64_t k = 0; k < n; ++k) {
+        // round half to even without a library call: exact for |v| < 2^22 (here <= 32767)
+        const float v = (xg[k] * inv + 12582912.0f) - 12582912.0f;
+        q[k] = static_cast<std::int16_t>(std::clamp(v, -32767.0f, 32767.0f));
+      }
+    }
+  }
+}
+
+// The shared epilogue of one group: o[j] = fma(float(acc[j]), ws[j] * xs, o[j]).
+inline void scale_group(const std::int32_t* acc, const float* ws, float xs, float* o) {
+  for (std::int64_t j = 0; j < T; ++j) o[j] = std::fma(static_cast<float>(acc[j]), ws[j] * xs, o[j]);
+}
+
+// One tile (16 columns), rows [0, rows): the reference every other kernel reproduces.
+void tile_generic(const Activations& a, std::int64_t row0, std::int64_t rows, std::int64_t groups, const std::int8_t* w,
+                  const float* ws, const float* bias, float* y, std::int64_t ldy, std::int64_t cols) {
+  const std::int64_t Kp = groups * G;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int16_t* xq = a.q.data() + (row0 + r) * Kp;
+    float o[T] = {};
+    for (std::int64_t g = 0; g < groups; ++g) {
+      std::int32_t acc[T] = {};
+      const std::int8_t* wg = w + g * G * T;  // [P][16][2]
+      for (std::int64_t p = 0; p < P; ++p) {
+        const std::int32_t x0 = xq[g * G + 2 * p], x1 = xq[g * G + 2 * p + 1];
+        for (std::int64_t j = 0; j < T; ++j) acc[j] += x0 * wg[(p * T + j) * 2] + x1 * wg[(p * T + j) * 2 + 1];
+      }
+      scale_group(acc, ws + g * T, a.s[static_cast<std::size_t>((row0 + r) * groups + g)], o);
+    }
+    for (std::int64_t j = 0; j < cols; ++j) y[r * ldy + j] = o[j] + bias[j];
+  }
+}
+
+#if defined(__x86_64__)
+// AVX2: ROWS rows of one tile; a pair row of the tile's weights is 32 bytes = two ymm of 8
+// columns x (k, k+1) int16 after sign extension; vpmaddwd sums each column's pair into int32.
+template <int ROWS>
+__attribute__((target("avx2,fma"))) void tile_avx2(const Activations& a, std::int64_t row0, std::int64_t groups,
+                                                    const std::int8_t* w, const float* ws, const float* bias, float* y,
+                                                    std::int64_t ldy, std::int64_t cols) {
+  const std::int64_t Kp = groups * G;
+  alignas(32) float o[ROWS][T] = {};
+  for (std::int64_t g = 0; g < groups; ++g) {
+    __m256i acc[ROWS][2];
+    for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    const std::int8_t* wg = w + g * G * T;
+    for (std::int64_t p = 0; p < P; ++p) {
+      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + p * 2 * T)));
+      const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + p * 2 * T + 16)));
+#pragma GCC unroll 6
+      for (int r = 0; r < ROWS; ++r) {
+        std::int32_t pair;
+        __builtin_memcpy(&pair, a.q.data() + (row0 + r) * Kp + g * G + 2 * p, sizeof pair);
+        const __m256i xv = _mm256_set1_epi32(pair);
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(xv, w0));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(xv, w1));
+      }
+    }
+    const __m256 s0 = _mm256_loadu_ps(ws + g * T), s1 = _mm256_loadu_ps(ws + g * T + 8);
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256 xs = _mm256_set1_ps(a.s[static_cast<std::size_t>((row0 + r) * groups + g)]);
+      _mm256_store_ps(o[r], _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][0]), _mm256_mul_ps(s0, xs), _mm256_load_ps(o[r])));
+      _mm256_store_ps(o[r] + 8,
+                      _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][1]), _mm256_mul_ps(s1, xs), _mm256_load_ps(o[r] + 8)));
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) {
+    for (std::int64_t j = 0; j < cols; ++j) y[r * ldy + j] = o[r][j] + bias[j];
+  }
+}
+
+// AVX-512 (BW; VNNI's vpdpwssd where the CPU has it): ROWS rows x GT consecutive tiles, so a
+// group of weights is loaded and widened once for up to 8 rows. ROWS * GT int32 accumulators +
+// GT weights + 1 broadcast <= 28 zmm.
+template <int ROWS, int GT, bool VNNI>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_avx512(const Activations& a, std::int64_t row0,
+                                                                          std::int64_t groups, std::int64_t Kp,
+                                                                          const std::int8_t* w, const float* ws,
+                                                                          const float* bias, float* y, std::int64_t ldy,
+                                                                          std::int64_t cols) {
+  alignas(64) float o[ROWS][GT][T] = {};
+  for (std::int64_t g = 0; g < groups; ++g) {
+    __m512i acc[ROWS][GT];
+    for (int r = 0; r < ROWS; ++r) {
+      for (int t = 0; t < GT; ++t) acc[r][t] = _mm512_setzero_si512();
+    }
+    for (std::int64_t p = 0; p < P; ++p) {
+      __m512i wv[GT];
+#pragma GCC unroll 4
+      for (int t = 0; t < GT; ++t) {
+        const std::int8_t* src = w + (t * Kp + g * G) * T + p * 2 * T;
+        wv[t] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < ROWS; ++r) {
+        std::int32_t pair;
+        __builtin_memcpy(&pair, a.q.data() + (row0 + r) * Kp + g * G + 2 * p, sizeof pair);
+        const __m512i xv = _mm512_set1_epi32(pair);
+#pragma GCC unroll 4
+        for (int t = 0; t < GT; ++t) {
+          if constexpr (VNNI) {
+            acc[r][t] = _mm512_dpwssd_epi32(acc[r][t], xv, wv[t]);
+          } else {
+            acc[r][t] = _mm512_add_epi32(acc[r][t], _mm512_madd_epi16(xv, wv[t]));
+          }
+        }
+      }
+    }
+    for (int r = 0; r < ROWS; ++r) {
+      const __m512 xs = _mm512_set1_ps(a.s[static_cast<std::size_t>((row0 + r) * groups + g)]);
+      for (int t = 0; t < GT; ++t) {
+        const __m512 s = _mm512_mul_ps(_mm512_loadu_ps(ws + (t * groups + g) * T), xs);
+        _mm512_store_ps(o[r][t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][t]), s, _mm512_load_ps(o[r][t])));
+      }
+    }
+  }
+  const __mmask16 last = static_cast<__mmask16>((1u << cols) - 1u);
+  for (int t = 0; t < GT; ++t) {
+    const __m512 b = _mm512_loadu_ps(bias + t * T);
+    const __mmask16 mask = t == GT - 1 ? last : static_cast<__mmask16>(0xFFFF);
+    for (int r = 0; r < ROWS; ++r) _mm512_mask_storeu_ps(y + r * ldy + t * T, mask, _mm512_add_ps(_mm512_load_ps(o[r][t]), b));
+  }
+}
+
+using Avx512Fn = void (*)(const Activations&, std::int64_t, std::int64_t, std::int64_t, const std::int8_t*,
+                          const float*, const float*, float*, std::int64_t, std::int64_t);
+constexpr std::int64_t kRows512 = 6, kTiles512 = 3;
+template <int GT, bool V>
+constexpr Avx512Fn kRow512[kRows512 + 1] = {nullptr,
+                                            tiles_avx512<1, GT, V>,
+                                            tiles_avx512<2, GT, V>,
+                                            tiles_avx512<3, GT, V>,
+                                            tiles_avx512<4, GT, V>,
+                                            tiles_avx512<5, GT, V>,
+                                            tiles_avx512<6, GT, V>};
+template <bool V>
+constexpr const Avx512Fn* kTable512[kTiles512 + 1] = {nullptr, kRow512<1, V>, kRow512<2, V>, kRow512<3, V>};
+
+using Avx2Fn = void (*)(const Activations&, std::int64_t, std::int64_t, const std::int8_t*, const float*,
+                        const float*, float*, std::int64_t, std::int64_t);
+constexpr std::int64_t kRows2 = 6;
+constexpr Avx2Fn kTable2[kRows2 + 1] = {nullptr,      tile_avx2<1>, tile_avx2<2>, tile_avx2<3>,
+                                        tile_avx2<4>, tile_avx2<5>, tile_avx2<6>};
+
+bool cpu_avx512bw() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  return yes;
+}
+bool cpu_vnni() {
+  static const bool yes = __builtin_cpu_supports("avx512vnni");
+  return yes;
+}
+bool cpu_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
+
+// Rows in balanced blocks of at most `most` (8 rows: 4 + 4): which block a row lands in does not
+// change its arithmetic.
+std::int64_t per_block(std::int64_t M, std::int64_t most) {
+  const std::int64_t blocks = (M + most - 1) / most;
+  return (M + blocks - 1) / blocks;
+}
+
+}  // namespace
+
+void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, float* y) {
+  const std::int64_t K = v.K, N = v.N, tiles = v.tiles, groups = (K + G - 1) / G, Kp = groups * G;
+  thread_local Activations a;  // the caller's; the pool's threads only read it
+  quantize_rows(x, M, K, groups, a);
+  const auto* w = static_cast<const std::int8_t*>(v.weights);
+  const float* ws = v.scales;
+  const float* b = v.bias;
+  const std::int64_t grain = std::max<std::int64_t>(1, 64 * 1024 / std::max<std::int64_t>(1, Kp * M));  // tiles
+#if defined(__x86_64__)
+  if (cpu_avx512bw() && PackedLinear::allows(PackedLinear::Kernel::avx512)) {
+    const std::int64_t count = (tiles + kTiles512 - 1) / kTiles512, per = per_block(M, kRows512);
+    const bool vnni = cpu_vnni();
+    at::parallel_for(0, count, (grain + kTiles512 - 1) / kTiles512, [&](std::int64_t g0, std::int64_t g1) {
+      for (std::int64_t g = g0; g < g1; ++g) {
+        const std::int64_t t = g * kTiles512, n = std::min(kTiles512, tiles - t);
+        const std::int64_t cols = std::min(T, N - (t + n - 1) * T);  // of the group's last tile
+        for (std::int64_t m = 0; m < M; m += per) {
+          const std::int64_t rows = std::min(per, M - m);
+          const Avx512Fn fn = vnni ? kTable512<true>[n][rows] : kTable512<false>[n][rows];
+          fn(a, m, groups, Kp, w + t * Kp * T, ws + t * groups * T, b + t * T, y + m * N + t * T, N, cols);
+          finish_block(v, y, m, rows, t * T, (n - 1) * T + cols);
+        }
+      }
+    });
+    return;
+  }
+#endif
+  at::parallel_for(0, tiles, grain, [&](std::int64_t t0, std::int64_t t1) {
+    const std::int64_t per = per_block(M, 6);
+    for (std::int64_t t = t0; t < t1; ++t) {
+      const std::int64_t cols = std::min(T, N - t * T);
+      for (std::int64_t m = 0; m < M; m += per) {
+        const std::int64_t rows = std::min(per, M - m);
+        const std::int8_t* wt = w + t * Kp * T;
+        const float* st = ws + t * groups * T;
+#if defined(__x86_64__)
+        if (cpu_avx2() && PackedLinear::allows(PackedLinear::Kernel::avx2)) {
+          kTable2[rows](a, m, groups, wt, st, b + t * T, y + m * N + t * T, N, cols);
+        } else
+#endif
+        {
+          tile_generic(a, m, rows, groups, wt, st, b + t * T, y + m * N + t * T, N, cols);
+        }
+        finish_block(v, y, m, rows, t * T, cols);
+      }
+    }
+  });
+}
+
+}  // namespace writeup::model::detail
