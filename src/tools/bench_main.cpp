@@ -2,7 +2,9 @@
 // so every figure is the median of repeated runs).
 //   writeup-bench tokenizer [--model DIR] [--mb N] [--runs N] [--long-word-kb K]
 //   writeup-bench load --model DIR [--runs N]
-//   writeup-bench decode --model DIR [--tokens N] [--runs N] [--threads N] [--device D] [--dtype T]
+//   writeup-bench decode --model DIR [--tokens N] [--runs N] [--threads N] [--device D] [--dtype T] [--n N]
+//                        [--prompt TEXT] [--temperature T] [--top-k K] [--top-p P]   (default: temperature 1, no top-k/p)
+//                        [--ignore-eos]   (logit_bias -100 on <|endoftext|>: every sequence runs --tokens steps)
 //   writeup-bench engine --model DIR [--concurrency 1,4,8,16] [--tokens N] [--runs N] [--device D] [--dtype T]
 //                        [--prompt-tokens N] [--prompt-logprobs K]   (K >= 0: echo logprobs, K alternatives)
 //   writeup-bench step --model DIR [--n 8] [--tokens N] [--threads N]   (decode-step breakdown)
@@ -176,8 +178,15 @@ int bench_decode(const writeup::tools::CliArgs& args) {
   // The server's engine for one request: worker, scheduler, runner, output processor.
   writeup::service::LocalEngine engine({dir, load_options(args), std::max(1, req.n)});
   const auto model = engine.worker().model();
-  req.prompt = engine.tokenizer().encode("The history of the written word begins");
+  req.prompt = engine.tokenizer().encode(args.get("prompt", "The history of the written word begins"));
   req.params.max_tokens = args.get_int("tokens", 128);
+  // Sampling settings, so a paired run can sample as the other engine does (scripts/bench-ggml).
+  req.params.temperature = static_cast<float>(args.get_double("temperature", req.params.temperature));
+  req.params.top_k = args.get_int("top-k", req.params.top_k);
+  req.params.top_p = static_cast<float>(args.get_double("top-p", req.params.top_p));
+  if (args.has("ignore-eos") && engine.tokenizer().eos_id() >= 0) {
+    req.params.logit_bias = {{engine.tokenizer().eos_id(), -100.0f}};  // sequences run all --tokens steps
+  }
   std::vector<double> rates, steps;
   for (int r = 0; r < args.get_int("runs", 3); ++r) {
     req.params.seed = static_cast<std::uint64_t>(r);
@@ -208,10 +217,10 @@ int bench_decode(const writeup::tools::CliArgs& args) {
   const double bw = read_bandwidth_gb_s();
   const double floor_ms = bytes / (bw * 1e9) * 1e3;
   const double tps = median(rates);
-  std::printf("{\"bench\":\"decode\",\"model\":\"%s\",\"weights\":\"%s\",\"sequences\":%d,\"tokens\":%d,"
+  std::printf("{\"bench\":\"decode\",\"model\":\"%s\",\"weights\":\"%s\",\"sequences\":%d,\"prompt_tokens\":%zu,\"tokens\":%d,"
               "\"tokens_per_s\":%.2f,\"ms_per_step\":%.2f,\"median_step_ms\":%.2f,\"weight_bytes\":%.0f,"
               "\"read_bandwidth_gb_s\":%.2f,\"floor_ms\":%.2f,\"median_step_x_floor\":%.2f}\n",
-              dir.c_str(), writeup::model::to_string(format), req.n, req.params.max_tokens, tps, 1e3 * req.n / tps, median(steps), bytes, bw,
+              dir.c_str(), writeup::model::to_string(format), req.n, req.prompt.size(), req.params.max_tokens, tps, 1e3 * req.n / tps, median(steps), bytes, bw,
               floor_ms, median(steps) / floor_ms);
   return 0;
 }
@@ -423,8 +432,9 @@ int main(int argc, char** argv) {
     if (mode == "sample") return writeup::tools::bench_sample(argc - 1, argv + 1);
     writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions", "prompt-tokens",
                                                            "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel", "long-word-kb", "prompt-logprobs",
-                                                           "weights", "packed-cache", "positions", "seq", "seed", "chars"},
-                                 {});
+                                                           "weights", "packed-cache", "positions", "seq", "seed", "chars", "prompt", "temperature",
+                                                           "top-k", "top-p"},
+                                 {"ignore-eos"});
     // --kernel avx2|generic: the packed kernels an older CPU would run (for before/after ratios)
     const std::string kernel = args.get("kernel", "auto");
     using K = writeup::model::PackedLinear::Kernel;
