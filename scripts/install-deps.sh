@@ -41,6 +41,8 @@ if [ "$SERVE_ONLY" -eq 0 ]; then
     python3-pytest python3-websockets python3-requests
     # deployment tests (tests/deploy): scale-out proxy, compose validation, k8s YAML, script lint
     nginx docker-compose python3-yaml shellcheck
+    # scripts/bench-ggml's model converter (scripts/bench/to_ggml.py)
+    python3-numpy
     # the editor page's browser test (src/web/e2e): Debian's chromium, driven by playwright-core
     chromium fonts-dejavu-core
   )
