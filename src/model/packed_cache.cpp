@@ -177,6 +177,9 @@ void PackedCache::finish_writes() { writers().finish(); }
 std::filesystem::path PackedCache::directory(const std::string& setting, const std::filesystem::path& model_dir) {
   if (setting.empty() || setting == "off") return {};
   if (setting != "auto") return setting;
+  if (const char* env = std::getenv("WRITEUP_PACKED_CACHE"); env && *env) {
+    return std::string(env) == "off" ? std::filesystem::path() : std::filesystem::path(env);
+  }
   const auto beside = model_dir / ".writeup-cache";
   std::error_code ec;
   const bool exists = std::filesystem::is_directory(beside, ec);

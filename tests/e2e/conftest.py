@@ -22,6 +22,9 @@ START_TIMEOUT_S = float(os.environ.get("WRITEUP_START_TIMEOUT_S", "60"))
 # .writeup-cache/ folder into tests/data/tiny-gpt2): one temp folder for the session, given to
 # every server that does not choose its own (--packed-cache, or a model's packed_cache).
 PACKED_CACHE = tempfile.mkdtemp(prefix="writeup-e2e-packed-")
+# Any tool or server a test starts without its own setting: "auto" means no cache (so nothing
+# writes beside tests/data), as ctest sets it too.
+os.environ.setdefault("WRITEUP_PACKED_CACHE", "off")
 atexit.register(shutil.rmtree, PACKED_CACHE, True)
 
 

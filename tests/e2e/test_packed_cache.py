@@ -20,11 +20,12 @@ def greedy(server, golden):
 
 def test_a_restart_maps_the_cache_written_by_the_first_start(tmp_path, golden):
     model = tmp_path / "model"
-    shutil.copytree(DATA / "tiny-gpt2", model)
+    shutil.copytree(DATA / "tiny-gpt2", model, ignore=shutil.ignore_patterns(".writeup-cache"))
     cfg = {"models": [{"name": "t", "path": str(model), "weights": "int8"}]}
     texts = []
     for _ in range(2):
-        s = Server("--packed-cache", "auto", config=cfg)
+        # "auto" as a user has it: ctest sets WRITEUP_PACKED_CACHE=off for every other server
+        s = Server("--packed-cache", "auto", config=cfg, env={"WRITEUP_PACKED_CACHE": ""})
         try:
             texts.append(greedy(s, golden))
         finally:
@@ -36,7 +37,7 @@ def test_a_restart_maps_the_cache_written_by_the_first_start(tmp_path, golden):
 
 def test_off_writes_nothing_and_a_file_is_refused(tmp_path, golden):
     model = tmp_path / "model"
-    shutil.copytree(DATA / "tiny-gpt2", model)
+    shutil.copytree(DATA / "tiny-gpt2", model, ignore=shutil.ignore_patterns(".writeup-cache"))
     s = Server(config={"models": [{"name": "t", "path": str(model), "packed_cache": "off"}]})
     try:
         assert greedy(s, golden)

@@ -236,6 +236,21 @@ TEST(PackedCache, DirectoryResolvesAutoOffAndAFolder) {
   if (old) ::setenv("XDG_CACHE_HOME", saved.c_str(), 1); else ::unsetenv("XDG_CACHE_HOME");
 }
 
+// $WRITEUP_PACKED_CACHE replaces what "auto" means (off or a folder); an explicit setting wins.
+TEST(PackedCache, TheEnvironmentRedirectsAutoOnly) {
+  const ModelCopy model;
+  const char* old = std::getenv("WRITEUP_PACKED_CACHE");
+  const std::string saved = old ? old : "";
+  ::setenv("WRITEUP_PACKED_CACHE", "off", 1);
+  EXPECT_EQ(PackedCache::directory("auto", model.dir()), fs::path());
+  EXPECT_EQ(PackedCache::directory("/x/y", model.dir()), fs::path("/x/y"));
+  ::setenv("WRITEUP_PACKED_CACHE", "/env-cache", 1);
+  EXPECT_EQ(PackedCache::directory("auto", model.dir()), fs::path("/env-cache"));
+  ::setenv("WRITEUP_PACKED_CACHE", "", 1);  // empty: not set
+  EXPECT_EQ(PackedCache::directory("auto", model.dir()), model.cache_dir());
+  if (old) ::setenv("WRITEUP_PACKED_CACHE", saved.c_str(), 1); else ::unsetenv("WRITEUP_PACKED_CACHE");
+}
+
 // A checkpoint that needs converting (F16): a warm load does not convert the block matrices, and
 // the generic path, which would need them, says so.
 TEST(PackedCache, AWarmLoadOfAConvertedCheckpointSkipsTheDenseMatrices) {

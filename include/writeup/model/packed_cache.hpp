@@ -35,7 +35,8 @@ class PackedCache {
 
   // The folder a setting names: "auto" = `.writeup-cache/` in `model_dir` when that is writable,
   // else $XDG_CACHE_HOME/writeup or ~/.cache/writeup; "" or "off" = none (an empty path);
-  // anything else = that folder.
+  // anything else = that folder. A non-empty $WRITEUP_PACKED_CACHE ("off" or a folder) replaces
+  // what "auto" means (test harnesses set it to off, so no tool writes beside tests/data).
   static std::filesystem::path directory(const std::string& setting, const std::filesystem::path& model_dir);
   // "<fingerprint>-<format>-v<version>-t<kTile>-g<kInt8Group>.packed"
   static std::string file_name(const PackedCacheKey& key);
