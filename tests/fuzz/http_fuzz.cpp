@@ -67,6 +67,7 @@ ServerContext* make_context(bool locked) {
   ModelConfig m;
   m.name = "tiny-gpt2";
   m.path = fuzz::test_data("tiny-gpt2");
+  m.packed_cache = "off";  // never write a packed-weights cache beside the fixture
   m.max_batch = 2;
   m.kv_cache_mb = 8;
   cfg.models.push_back(m);
