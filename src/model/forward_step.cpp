@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "fused_ops.hpp"
+#include "parallel_chunks.hpp"
 #include "writeup/model/gpt2_model.hpp"
 
 namespace writeup::model {
@@ -312,7 +313,7 @@ void ForwardStep::decode_packed(const at::Tensor& qkv, KVCache& cache, int layer
   const std::int64_t* slots = buffers_.host_slots();
   const std::int64_t* positions = buffers_.host_positions();
   const std::int64_t slot_stride = H * T * D;
-  at::parallel_for(0, buffers_.decode_rows() * H, 1, [&](std::int64_t b, std::int64_t e) {
+  detail::parallel_chunks(buffers_.decode_rows() * H, 1, [&](std::int64_t b, std::int64_t e) {
     thread_local std::vector<float> scores;  // [T], reused across steps
     scores.resize(static_cast<std::size_t>(T));
     for (std::int64_t task = b; task < e; ++task) {

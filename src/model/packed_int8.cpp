@@ -18,13 +18,15 @@
 #include <vector>
 
 #include "packed_kernels.hpp"
+#include "parallel_chunks.hpp"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 // GCC 12's avx512fintrin.h self-initialises its "undefined" operand (GCC bug 105593), which
-// -Wmaybe-uninitialized reports wherever the AVX-512 conversions inline.
+// -Wmaybe-uninitialized (or, for _mm512_max_ps, -Wuninitialized) reports wherever they inline.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #endif
 
@@ -41,34 +43,93 @@ struct Activations {
   std::vector<float> s;
 };
 
+// 32767 / max overflows for max < ~1e-34: such a group is scaled up by 2^64 first (exactly: a
+// power of two), so that its values still quantise to round(x * 32767 / max).
+inline float tiny_boost(float amax) { return amax < 0x1p-64f ? 0x1p64f : 1.0f; }
+
+// One group's scale and int16 values (n <= G; q has G slots, zero past n). Returns false for a
+// NaN or infinity in the group.
+bool quantize_group(const float* xg, std::int64_t n, std::int16_t* q, float& scale) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (std::int64_t k = 0; k < n; ++k) {
+    amax = std::max(amax, std::fabs(xg[k]));
+    finite = finite && std::isfinite(xg[k]);
+  }
+  std::fill(q, q + G, std::int16_t{0});
+  if (!finite) return false;
+  scale = amax / 32767.0f;
+  if (amax == 0.0f) return true;
+  const float boost = tiny_boost(amax), inv = 32767.0f / (amax * boost);
+  for (std::int64_t k = 0; k < n; ++k) {
+    // round half to even without a library call: exact for |v| < 2^22 (here <= 32767)
+    const float v = (xg[k] * boost * inv + 12582912.0f) - 12582912.0f;
+    q[k] = static_cast<std::int16_t>(std::clamp(v, -32767.0f, 32767.0f));
+  }
+  return true;
+}
+
+#if defined(__x86_64__)
+// The same in AVX-512: the maximum is exact in any order and every value takes the same float
+// operations (no contraction in this file), so the bits are quantize_group's.
+__attribute__((target("avx512f,avx512bw"))) bool quantize_group_avx512(const float* xg, std::int64_t n,
+                                                                      std::int16_t* q, float& scale) {
+  constexpr int L = 16;
+  __m512 x[G / L];
+  __m512 amax = _mm512_setzero_ps();
+  __mmask16 finite = 0xFFFF;
+  for (int c = 0; c < G / L; ++c) {
+    const std::int64_t left = std::clamp<std::int64_t>(n - c * L, 0, L);
+    const auto mask = static_cast<__mmask16>((1u << left) - 1u);
+    x[c] = _mm512_maskz_loadu_ps(mask, xg + c * L);
+    const __m512 a = _mm512_abs_ps(x[c]);
+    finite &= _mm512_cmp_ps_mask(a, _mm512_set1_ps(std::numeric_limits<float>::max()), _CMP_LE_OQ);
+    amax = _mm512_max_ps(amax, a);
+  }
+  alignas(64) float lanes[L];
+  _mm512_store_ps(lanes, amax);
+  const float m = *std::max_element(lanes, lanes + L);
+  if (finite != 0xFFFF) {
+    std::fill(q, q + G, std::int16_t{0});
+    return false;
+  }
+  scale = m / 32767.0f;
+  const float boost = tiny_boost(m);
+  const __m512 inv = _mm512_set1_ps(m == 0.0f ? 0.0f : 32767.0f / (m * boost)), magic = _mm512_set1_ps(12582912.0f);
+  for (int c = 0; c < G / L; ++c) {
+    const __m512 xb = _mm512_mul_ps(x[c], _mm512_set1_ps(boost));
+    const __m512 v = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(xb, inv), magic), magic);
+    const __m512 lim = _mm512_set1_ps(32767.0f);
+    const __m512i i = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, _mm512_sub_ps(_mm512_setzero_ps(), lim)), lim));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + c * L), _mm512_cvtepi32_epi16(i));
+  }
+  return true;
+}
+#endif
+
 void quantize_rows(const float* x, std::int64_t M, std::int64_t K, std::int64_t groups, Activations& a) {
   const std::int64_t Kp = groups * G;
-  a.q.assign(static_cast<std::size_t>(M * Kp), 0);
-  a.s.assign(static_cast<std::size_t>(M * groups), 0.0f);
+  a.q.resize(static_cast<std::size_t>(M * Kp));
+  a.s.resize(static_cast<std::size_t>(M * groups));
+#if defined(__x86_64__)
+  const bool wide = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                    PackedLinear::allows(PackedLinear::Kernel::avx512);
+#else
+  const bool wide = false;
+#endif
   for (std::int64_t r = 0; r < M; ++r) {
     for (std::int64_t g = 0; g < groups; ++g) {
       const float* xg = x + r * K + g * G;
       const std::int64_t n = std::min(G, K - g * G);
-      float amax = 0.0f;
-      bool finite = true;
-      for (std::int64_t k = 0; k < n; ++k) {
-        amax = std::max(amax, std::fabs(xg[k]));
-        finite = finite && std::isfinite(xg[k]);
-      }
-      float& scale = a.s[static_cast<std::size_t>(r * groups + g)];
-      if (!finite) {  // a NaN or infinity reaches the output as NaN, as float32 arithmetic would
-        scale = std::numeric_limits<float>::quiet_NaN();
-        continue;
-      }
-      if (amax == 0.0f) continue;
-      const float inv = 32767.0f / amax;
-      scale = amax / 32767.0f;
       std::int16_t* q = a.q.data() + r * Kp + g * G;
-      for (std::int64_t k = 0; k < n; ++k) {
-        // round half to even without a library call: exact for |v| < 2^22 (here <= 32767)
-        const float v = (xg[k] * inv + 12582912.0f) - 12582912.0f;
-        q[k] = static_cast<std::int16_t>(std::clamp(v, -32767.0f, 32767.0f));
-      }
+      float& scale = a.s[static_cast<std::size_t>(r * groups + g)];
+#if defined(__x86_64__)
+      const bool ok = wide ? quantize_group_avx512(xg, n, q, scale) : quantize_group(xg, n, q, scale);
+#else
+      const bool ok = quantize_group(xg, n, q, scale);
+#endif
+      // a NaN or infinity reaches the output as NaN, as float32 arithmetic would
+      if (!ok) scale = std::numeric_limits<float>::quiet_NaN();
     }
   }
 }
@@ -242,12 +303,13 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
   const auto* w = static_cast<const std::int8_t*>(v.weights);
   const float* ws = v.scales;
   const float* b = v.bias;
-  const std::int64_t grain = std::max<std::int64_t>(1, 16 * 1024 / std::max<std::int64_t>(1, Kp * M));  // tiles per task: a quarter of the float kernels' (a quarter of the bytes)
+  // Tiles per chunk the threads take, as the float kernels' (16 tiles, 256 KB for a row of K = 1024).
+  const std::int64_t grain = std::max<std::int64_t>(1, 16 * 1024 / std::max<std::int64_t>(1, Kp * M));
 #if defined(__x86_64__)
   if (cpu_avx512bw() && PackedLinear::allows(PackedLinear::Kernel::avx512)) {
     const std::int64_t count = (tiles + kTiles512 - 1) / kTiles512, per = per_block(M, kRows512);
     const bool vnni = cpu_vnni();
-    at::parallel_for(0, count, (grain + kTiles512 - 1) / kTiles512, [&](std::int64_t g0, std::int64_t g1) {
+    parallel_chunks(count, (grain + kTiles512 - 1) / kTiles512, [&](std::int64_t g0, std::int64_t g1) {
       for (std::int64_t g = g0; g < g1; ++g) {
         const std::int64_t t = g * kTiles512, n = std::min(kTiles512, tiles - t);
         const std::int64_t cols = std::min(T, N - (t + n - 1) * T);  // of the group's last tile
@@ -262,7 +324,7 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
     return;
   }
 #endif
-  at::parallel_for(0, tiles, grain, [&](std::int64_t t0, std::int64_t t1) {
+  parallel_chunks(tiles, grain, [&](std::int64_t t0, std::int64_t t1) {
     const std::int64_t per = per_block(M, 6);
     for (std::int64_t t = t0; t < t1; ++t) {
       const std::int64_t cols = std::min(T, N - t * T);

@@ -67,7 +67,8 @@ Int8Reference int8_reference(const at::Tensor& w) {
 }
 
 // The activations' quantisation: per row and group of 64 k, scale = max|x| / 32767 and
-// q = round-half-even(x * (32767 / max)); [M, K] int32 and the per-k scale [M, K].
+// q = round-half-even(x * (32767 / max)), with x and max first scaled by 2^64 (exactly) when
+// max < 2^-64 (32767 / max would overflow); [M, K] int32 and the per-k scale [M, K].
 std::pair<at::Tensor, at::Tensor> quantize_activations(const at::Tensor& x) {
   const int M = static_cast<int>(x.size(0)), K = static_cast<int>(x.size(1));
   at::Tensor q = at::zeros({M, K}, at::kInt), s = at::zeros({M, K});
@@ -80,8 +81,10 @@ std::pair<at::Tensor, at::Tensor> quantize_activations(const at::Tensor& x) {
       float amax = 0;
       for (int k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(xa[m][k]));
       if (amax == 0) continue;
+      const float boost = amax < 0x1p-64f ? 0x1p64f : 1.0f;
       for (int k = k0; k < k1; ++k) {
-        qa[m][k] = static_cast<int>(std::clamp(std::nearbyint(xa[m][k] * (32767.0f / amax)), -32767.0f, 32767.0f));
+        qa[m][k] = static_cast<int>(
+            std::clamp(std::nearbyint(xa[m][k] * boost * (32767.0f / (amax * boost))), -32767.0f, 32767.0f));
         sa[m][k] = amax / 32767.0f;
       }
     }
@@ -231,9 +234,32 @@ TEST(PackedFormats, Int8IsItsWrittenOutSpec) {
       for (const int M : {1, 3, 8, 17}) {
         auto x = at::randn({M, K});
         if (M == 3) x[1].zero_();  // a zero row: scale 0
-        EXPECT_TRUE(at::equal(int8.forward(x), int8_forward(x, ref, b))) << K << "x" << N << " M=" << M;
+        if (M == 8) {
+          x[2].mul_(1e-36f);  // 32767 / max would overflow
+          x[5].mul_(1e-41f);  // subnormal
+          x[6].narrow(0, 0, std::min<std::int64_t>(K, 64)).mul_(1e-30f);  // one tiny group among normal ones
+        }
+        const auto y = int8.forward(x);
+        EXPECT_TRUE(at::equal(y, int8_forward(x, ref, b))) << K << "x" << N << " M=" << M;
+        EXPECT_TRUE(y.isfinite().all().item<bool>()) << K << "x" << N << " M=" << M;
       }
     }
+  }
+}
+
+// A row scaled by 2^-120, so small that 32767 / max would overflow float32, still quantises to
+// round(x * 32767 / max): with no bias its output is 2^-120 times the row's own, up to the
+// scales' loss of precision as subnormals. Every kernel gives the same bits.
+TEST(PackedFormats, Int8QuantisesTinyRowsLikeTheirScaledUpSelves) {
+  at::manual_seed(15);
+  const PackedLinear int8(at::randn({200, 40}), at::Tensor(), false, WeightFormat::int8);
+  const auto x = at::randn({2, 200});
+  const auto y = run(int8, x, Kernel::generic);
+  const auto tiny = run(int8, x * std::ldexp(1.0f, -120), Kernel::generic);
+  const double err = ((tiny * std::ldexp(1.0f, 120) - y).abs().max() / y.abs().max()).item<double>();
+  EXPECT_LT(err, 1e-2);
+  for (const auto k : {Kernel::avx512, Kernel::avx2}) {
+    EXPECT_TRUE(at::equal(run(int8, x * std::ldexp(1.0f, -120), k), tiny)) << static_cast<int>(k);
   }
 }
 
