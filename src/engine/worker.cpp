@@ -138,8 +138,14 @@ void Worker::load() {
   }
   load_seconds_ = std::chrono::duration<double>(Job::Clock::now() - t0).count();
   if (model_) {
+    std::string kernels;  // the packed CPU path's weight format and the kernels this CPU runs
+    if (model_->device().is_cpu() && model_->batch_invariant()) {
+      const auto format = model_->weight_format();
+      kernels = std::string(", ") + model::to_string(format) + " weights, " + model::PackedLinear::kernel_name(format) +
+                " kernels";
+    }
     log::info("model " + options_.model_name + " loaded" + (options_.weights ? "" : " from " + options_.path) +
-              " in " + std::to_string(load_seconds_.load()) + " s");
+              " in " + std::to_string(load_seconds_.load()) + " s" + kernels);
   }
 }
 

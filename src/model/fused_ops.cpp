@@ -3,14 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "writeup/model/packed_linear.hpp"
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC bug 105593, as in packed_kernels.cpp
-#endif
-#endif
+#include "cpu_features.hpp"
 
 namespace writeup::model::detail {
 namespace {
@@ -115,10 +108,6 @@ __attribute__((target("avx512f"))) void layer_norm_row_avx512(const float* x, st
   }
 }
 
-bool avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes && PackedLinear::allows(PackedLinear::Kernel::avx512);
-}
 #endif
 
 }  // namespace
@@ -127,7 +116,7 @@ void layer_norm_rows(const float* x, std::int64_t M, std::int64_t C, const float
                      float* y) {
   for (std::int64_t r = 0; r < M; ++r) {
 #if defined(__x86_64__)
-    if (avx512()) {
+    if (use_avx512()) {
       layer_norm_row_avx512(x + r * C, C, g, b, eps, y + r * C);
       continue;
     }
@@ -138,7 +127,7 @@ void layer_norm_rows(const float* x, std::int64_t M, std::int64_t C, const float
 
 void gelu_inplace(float* y, std::int64_t n) {
 #if defined(__x86_64__)
-  if (avx512()) return gelu_avx512(y, n);
+  if (use_avx512()) return gelu_avx512(y, n);
 #endif
   for (std::int64_t i = 0; i < n; ++i) y[i] = gelu_scalar(y[i]);
 }

@@ -7,11 +7,7 @@
 #include <limits>
 #include <stdexcept>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
-#include "writeup/model/packed_linear.hpp"
+#include "cpu_features.hpp"
 
 namespace writeup::model {
 
@@ -119,9 +115,8 @@ __attribute__((target("avx2,fma"))) void attend_avx2(const float* q, const float
 void attend(const float* q, const float* keys, const float* values, std::int64_t len, std::int64_t D, float scale,
             float* scores, float* out) {
 #if defined(__x86_64__)
-  using K = PackedLinear::Kernel;
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (D == 64 && avx2 && (PackedLinear::allows(K::avx2) || PackedLinear::allows(K::avx512))) {
+  // AVX2 code, which the AVX-512 choices (avx512, avx512bw) also run
+  if (D == 64 && (detail::use_avx2() || detail::use_avx512())) {
     return attend_avx2<4>(q, keys, values, len, scale, scores, out);
   }
 #endif

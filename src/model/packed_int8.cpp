@@ -17,18 +17,9 @@
 #include <limits>
 #include <vector>
 
+#include "cpu_features.hpp"
 #include "packed_kernels.hpp"
 #include "parallel_chunks.hpp"
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-// GCC 12's avx512fintrin.h self-initialises its "undefined" operand (GCC bug 105593), which
-// -Wmaybe-uninitialized (or, for _mm512_max_ps, -Wuninitialized) reports wherever they inline.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#endif
 
 namespace writeup::model::detail {
 namespace {
@@ -111,12 +102,7 @@ void quantize_rows(const float* x, std::int64_t M, std::int64_t K, std::int64_t 
   const std::int64_t Kp = groups * G;
   a.q.resize(static_cast<std::size_t>(M * Kp));
   a.s.resize(static_cast<std::size_t>(M * groups));
-#if defined(__x86_64__)
-  const bool wide = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                    PackedLinear::allows(PackedLinear::Kernel::avx512);
-#else
-  const bool wide = false;
-#endif
+  const bool wide = use_avx512();
   for (std::int64_t r = 0; r < M; ++r) {
     for (std::int64_t g = 0; g < groups; ++g) {
       const float* xg = x + r * K + g * G;
@@ -126,7 +112,7 @@ void quantize_rows(const float* x, std::int64_t M, std::int64_t K, std::int64_t 
 #if defined(__x86_64__)
       const bool ok = wide ? quantize_group_avx512(xg, n, q, scale) : quantize_group(xg, n, q, scale);
 #else
-      const bool ok = quantize_group(xg, n, q, scale);
+      const bool ok = (static_cast<void>(wide), quantize_group(xg, n, q, scale));
 #endif
       // a NaN or infinity reaches the output as NaN, as float32 arithmetic would
       if (!ok) scale = std::numeric_limits<float>::quiet_NaN();
@@ -270,18 +256,6 @@ constexpr std::int64_t kRows2 = 6;
 constexpr Avx2Fn kTable2[kRows2 + 1] = {nullptr,      tile_avx2<1>, tile_avx2<2>, tile_avx2<3>,
                                         tile_avx2<4>, tile_avx2<5>, tile_avx2<6>};
 
-bool cpu_avx512bw() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-  return yes;
-}
-bool cpu_vnni() {
-  static const bool yes = __builtin_cpu_supports("avx512vnni");
-  return yes;
-}
-bool cpu_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
 #endif
 
 // Rows in balanced blocks of at most `most` (8 rows: 4 + 4): which block a row lands in does not
@@ -306,9 +280,9 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
   // Tiles per chunk the threads take, as the float kernels' (16 tiles, 256 KB for a row of K = 1024).
   const std::int64_t grain = std::max<std::int64_t>(1, 16 * 1024 / std::max<std::int64_t>(1, Kp * M));
 #if defined(__x86_64__)
-  if (cpu_avx512bw() && PackedLinear::allows(PackedLinear::Kernel::avx512)) {
+  if (use_avx512()) {
     const std::int64_t count = (tiles + kTiles512 - 1) / kTiles512, per = per_block(M, kRows512);
-    const bool vnni = cpu_vnni();
+    const bool vnni = use_avx512_vnni();
     parallel_chunks(count, (grain + kTiles512 - 1) / kTiles512, [&](std::int64_t g0, std::int64_t g1) {
       for (std::int64_t g = g0; g < g1; ++g) {
         const std::int64_t t = g * kTiles512, n = std::min(kTiles512, tiles - t);
@@ -333,7 +307,7 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
         const std::int8_t* wt = w + t * Kp * T;
         const float* st = ws + t * groups * T;
 #if defined(__x86_64__)
-        if (cpu_avx2() && PackedLinear::allows(PackedLinear::Kernel::avx2)) {
+        if (use_avx2()) {
           kTable2[rows](a, m, groups, wt, st, b + t * T, y + m * N + t * T, N, cols);
         } else
 #endif

@@ -1,5 +1,6 @@
 #include "packed_kernels.hpp"
 
+#include "cpu_features.hpp"
 #include "fused_ops.hpp"
 #include "parallel_chunks.hpp"
 
@@ -8,15 +9,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-// GCC 12's avx512fintrin.h self-initialises its "undefined" operand (GCC bug 105593), which
-// -Wmaybe-uninitialized reports wherever _mm512_cvtepu16_epi32 / _mm512_slli_epi32 inline.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#endif
 
 namespace writeup::model::detail {
 namespace {
@@ -163,25 +155,6 @@ constexpr const TileFn* kAvx512Tiles[kGroup512 + 1] = {nullptr, kAvx512Row<1, F>
                                                        kAvx512Row<3, F>};
 #endif
 
-std::atomic<PackedLinear::Kernel> forced{PackedLinear::Kernel::automatic};
-
-bool use(PackedLinear::Kernel k) {
-  const auto f = forced.load(std::memory_order_relaxed);
-  return f == PackedLinear::Kernel::automatic || f == k;
-}
-
-#if defined(__x86_64__)
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes && use(PackedLinear::Kernel::avx2);
-}
-
-bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes && use(PackedLinear::Kernel::avx512);
-}
-#endif
-
 template <WeightFormat F>
 void forward_format(const PackedView& v, const float* xp, std::int64_t M, float* yp) {
   const auto* wp = static_cast<const Elem<F>*>(v.weights);
@@ -191,7 +164,7 @@ void forward_format(const PackedView& v, const float* xp, std::int64_t M, float*
   // 16 tiles (1 MB of float32) for one row of K = 1024.
   const std::int64_t grain = std::max<std::int64_t>(1, 16 * 1024 / std::max<std::int64_t>(1, K * M));
 #if defined(__x86_64__)
-  if (has_avx512()) {
+  if (use_avx512()) {
     // Groups of 3 tiles over threads, every row of the batch in one pass over a group's weights
     // (blocks of at most 8 rows, balanced). Neither the group nor the block changes an element's
     // arithmetic.
@@ -223,7 +196,7 @@ void forward_format(const PackedView& v, const float* xp, std::int64_t M, float*
       for (std::int64_t m = 0; m < M; m += per) {
         const std::int64_t rows = std::min(per, M - m);
 #if defined(__x86_64__)
-        if (has_avx2()) {
+        if (use_avx2()) {
           kAvx2Tiles<F>[rows](xp + m * K, K, w, bp + t * T, yp + m * N + t * T, N, K, cols);
         } else
 #endif
@@ -261,10 +234,3 @@ void packed_forward(const PackedView& v, const float* x, std::int64_t M, float* 
 }
 
 }  // namespace writeup::model::detail
-
-namespace writeup::model {
-
-void PackedLinear::force_kernel(Kernel kernel) { detail::forced = kernel; }
-bool PackedLinear::allows(Kernel kernel) { return detail::use(kernel); }
-
-}  // namespace writeup::model

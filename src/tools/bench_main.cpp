@@ -214,10 +214,10 @@ int bench_decode(const writeup::tools::CliArgs& args) {
   const double bw = read_bandwidth_gb_s();
   const double floor_ms = bytes / (bw * 1e9) * 1e3;
   const double tps = median(rates);
-  std::printf("{\"bench\":\"decode\",\"model\":\"%s\",\"weights\":\"%s\",\"sequences\":%d,\"prompt_tokens\":%zu,\"tokens\":%d,"
+  std::printf("{\"bench\":\"decode\",\"model\":\"%s\",\"weights\":\"%s\",\"kernel\":\"%s\",\"sequences\":%d,\"prompt_tokens\":%zu,\"tokens\":%d,"
               "\"tokens_per_s\":%.2f,\"ms_per_step\":%.2f,\"median_step_ms\":%.2f,\"weight_bytes\":%.0f,"
               "\"read_bandwidth_gb_s\":%.2f,\"floor_ms\":%.2f,\"median_step_x_floor\":%.2f}\n",
-              dir.c_str(), writeup::model::to_string(format), req.n, req.prompt.size(), req.params.max_tokens, tps, 1e3 * req.n / tps, median(steps), bytes, bw,
+              dir.c_str(), writeup::model::to_string(format), writeup::model::PackedLinear::kernel_name(format), req.n, req.prompt.size(), req.params.max_tokens, tps, 1e3 * req.n / tps, median(steps), bytes, bw,
               floor_ms, median(steps) / floor_ms);
   return 0;
 }
@@ -348,10 +348,17 @@ int main(int argc, char** argv) {
                                                            "weights", "packed-cache", "positions", "seq", "seed", "chars", "prompt", "temperature",
                                                            "top-k", "top-p"},
                                  {"ignore-eos"});
-    // --kernel avx2|generic: the packed kernels an older CPU would run (for before/after ratios)
+    // --kernel avx512|avx512bw|avx2|generic: the kernels an older CPU would run (for before/after ratios)
     const std::string kernel = args.get("kernel", "auto");
     using K = writeup::model::PackedLinear::Kernel;
-    writeup::model::PackedLinear::force_kernel(kernel == "avx2" ? K::avx2 : kernel == "generic" ? K::generic : K::automatic);
+    const std::pair<const char*, K> kernels[] = {{"auto", K::automatic}, {"avx512", K::avx512}, {"avx512bw", K::avx512bw},
+                                                 {"avx2", K::avx2}, {"generic", K::generic}};
+    const auto chosen = std::find_if(std::begin(kernels), std::end(kernels), [&](const auto& k) { return kernel == k.first; });
+    if (chosen == std::end(kernels)) {
+      std::cerr << "writeup-bench: unknown --kernel '" << kernel << "' (auto, avx512, avx512bw, avx2 or generic)\n";
+      return 2;
+    }
+    writeup::model::PackedLinear::force_kernel(chosen->second);
     if (mode == "tokenizer") return bench_tokenizer(args);
     if (mode == "load") return bench_load(args);
     if (mode == "decode") return bench_decode(args);

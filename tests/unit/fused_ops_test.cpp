@@ -87,7 +87,7 @@ TEST(FusedOps, ProjectionEpiloguesAreTheOpAfterTheProjection) {
   at::manual_seed(23);
   for (const auto format : {WeightFormat::f32, WeightFormat::bf16, WeightFormat::int8}) {
     const PackedLinear lin(at::randn({96, 70}) * 0.2, at::randn({70}), false, format);
-    for (const auto k : {Kernel::avx512, Kernel::avx2, Kernel::generic}) {
+    for (const auto k : {Kernel::avx512, Kernel::avx512bw, Kernel::avx2, Kernel::generic}) {
       for (const int M : {1, 5, 9}) {
         const auto x = at::randn({M, 96});
         const auto r = at::randn({M, 70});

@@ -205,7 +205,7 @@ TEST(GPT2Model, DecodeAttentionKernelsFollowTheFixedArithmetic) {
     for (std::int64_t j = 0; j < len; ++j) {
       for (std::int64_t d = 0; d < D; ++d) want[d] = std::fma(e[j] / sum, vp[j * D + d], want[d]);
     }
-    for (auto kernel : {PackedLinear::Kernel::avx512, PackedLinear::Kernel::avx2, PackedLinear::Kernel::generic}) {
+    for (auto kernel : {PackedLinear::Kernel::avx512, PackedLinear::Kernel::avx512bw, PackedLinear::Kernel::avx2, PackedLinear::Kernel::generic}) {
       PackedLinear::force_kernel(kernel);
       std::vector<float> scores(static_cast<std::size_t>(len)), got(D);
       writeup::model::attend(qp, kp, vp, len, D, scale, scores.data(), got.data());

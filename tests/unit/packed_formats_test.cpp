@@ -129,8 +129,29 @@ TEST(PackedFormats, ParsesFormatNames) {
   EXPECT_STREQ(writeup::model::to_string(WeightFormat::int8), "int8");
 }
 
-// Per format, the AVX-512 and AVX2 kernels (where the CPU has them; else they fall back) and
-// the automatic choice give the generic kernel's bits, for 1..17 rows.
+// force_kernel selects the kernel it names where the CPU has its instructions (so the tests
+// below do run each one), and falls back to generic where it does not.
+TEST(PackedFormats, ForcingAKernelSelectsIt) {
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  const bool vnni = avx512 && __builtin_cpu_supports("avx512vnni");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const auto name = [](Kernel k, WeightFormat f) {
+    KernelGuard guard(k);
+    return std::string(PackedLinear::kernel_name(f));
+  };
+  EXPECT_EQ(name(Kernel::avx512, WeightFormat::int8), vnni ? "avx512-vnni" : avx512 ? "avx512bw" : "generic");
+  EXPECT_EQ(name(Kernel::avx512bw, WeightFormat::int8), avx512 ? "avx512bw" : "generic");
+  EXPECT_EQ(name(Kernel::avx512bw, WeightFormat::f32), avx512 ? "avx512" : "generic");
+  EXPECT_EQ(name(Kernel::avx512, WeightFormat::bf16), avx512 ? "avx512" : "generic");
+  EXPECT_EQ(name(Kernel::avx2, WeightFormat::int8), avx2 ? "avx2" : "generic");
+  EXPECT_EQ(name(Kernel::generic, WeightFormat::f32), "generic");
+  EXPECT_EQ(name(Kernel::automatic, WeightFormat::int8), name(Kernel::avx512, WeightFormat::int8) != "generic"
+                                                             ? name(Kernel::avx512, WeightFormat::int8)
+                                                             : name(Kernel::avx2, WeightFormat::int8));
+}
+
+// Per format, the AVX-512 (with and without VNNI) and AVX2 kernels (where the CPU has them;
+// else they fall back) and the automatic choice give the generic kernel's bits, for 1..17 rows.
 TEST(PackedFormats, EveryKernelIsBitwiseTheGenericKernel) {
   at::manual_seed(11);
   for (const auto format : kFormats) {
@@ -142,7 +163,7 @@ TEST(PackedFormats, EveryKernelIsBitwiseTheGenericKernel) {
         for (int M = 1; M <= 17; ++M) {
           const auto x = at::randn({M, K});
           const auto want = run(lin, x, Kernel::generic);
-          for (const auto k : {Kernel::avx512, Kernel::avx2, Kernel::automatic}) {
+          for (const auto k : {Kernel::avx512, Kernel::avx512bw, Kernel::avx2, Kernel::automatic}) {
             EXPECT_TRUE(at::equal(run(lin, x, k), want))
                 << to_string(format) << " " << K << "x" << N << " transposed=" << transposed << " M=" << M
                 << " kernel " << static_cast<int>(k);
@@ -165,7 +186,7 @@ TEST(PackedFormats, ThreadsDoNotChangeTheResult) {
       at::set_num_threads(1);
       const auto one = lin.forward(x);
       at::set_num_threads(std::max(2, threads));
-      for (const auto k : {Kernel::avx512, Kernel::avx2, Kernel::generic}) {
+      for (const auto k : {Kernel::avx512, Kernel::avx512bw, Kernel::avx2, Kernel::generic}) {
         EXPECT_TRUE(at::equal(run(lin, x, k), one)) << to_string(format) << " M=" << M << " kernel " << static_cast<int>(k);
       }
     }
@@ -180,7 +201,7 @@ TEST(PackedFormats, ARowsResultDoesNotDependOnTheBatch) {
   for (const auto format : kFormats) {
     const auto w = at::randn({150, 70}), b = at::randn({70});
     const PackedLinear lin(w, b, false, format);
-    for (const auto k : {Kernel::avx512, Kernel::avx2, Kernel::generic}) {
+    for (const auto k : {Kernel::avx512, Kernel::avx512bw, Kernel::avx2, Kernel::generic}) {
       KernelGuard guard(k);
       for (int r = 0; r < 4; ++r) {
         const auto row = at::randn({1, 150});
@@ -258,7 +279,7 @@ TEST(PackedFormats, Int8QuantisesTinyRowsLikeTheirScaledUpSelves) {
   const auto tiny = run(int8, x * std::ldexp(1.0f, -120), Kernel::generic);
   const double err = ((tiny * std::ldexp(1.0f, 120) - y).abs().max() / y.abs().max()).item<double>();
   EXPECT_LT(err, 1e-2);
-  for (const auto k : {Kernel::avx512, Kernel::avx2}) {
+  for (const auto k : {Kernel::avx512, Kernel::avx512bw, Kernel::avx2}) {
     EXPECT_TRUE(at::equal(run(int8, x * std::ldexp(1.0f, -120), k), tiny)) << static_cast<int>(k);
   }
 }
@@ -270,7 +291,7 @@ TEST(PackedFormats, Int8PassesNonFiniteInputOn) {
   for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
     auto x = at::randn({3, 100});
     x[1][70] = bad;
-    for (const auto k : {Kernel::avx512, Kernel::avx2, Kernel::generic}) {
+    for (const auto k : {Kernel::avx512, Kernel::avx512bw, Kernel::avx2, Kernel::generic}) {
       const auto y = run(int8, x, k);
       EXPECT_TRUE(y[1].isnan().all().item<bool>()) << bad << " kernel " << static_cast<int>(k);
       EXPECT_TRUE(y[0].isfinite().all().item<bool>() && y[2].isfinite().all().item<bool>());

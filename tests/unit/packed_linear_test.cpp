@@ -58,7 +58,7 @@ TEST(PackedLinear, EveryKernelIsTheSameFmaChain) {
           want[m][n] = acc + bp[n];
         }
       }
-      for (auto kernel : {PackedLinear::Kernel::avx512, PackedLinear::Kernel::avx2, PackedLinear::Kernel::generic,
+      for (auto kernel : {PackedLinear::Kernel::avx512, PackedLinear::Kernel::avx512bw, PackedLinear::Kernel::avx2, PackedLinear::Kernel::generic,
                           PackedLinear::Kernel::automatic}) {
         PackedLinear::force_kernel(kernel);
         EXPECT_TRUE(at::equal(lin.forward(x), want)) << K << "x" << N << " M=" << M << " kernel " << static_cast<int>(kernel);

@@ -31,11 +31,15 @@ class PackedLinear {
  public:
   static constexpr std::int64_t kTile = 16;
   static constexpr std::int64_t kInt8Group = 64;  // k values per int8 scale
-  // Which kernel runs: the widest the CPU has (automatic), or, for tests, a narrower one
-  // (falling back to generic when the CPU lacks it). Every kernel gives bitwise the same y.
-  enum class Kernel { automatic, avx512, avx2, generic };
+  // Which kernel runs: the widest the CPU has (automatic), or, for tests and before/after
+  // benchmarks, a narrower one (falling back to generic when the CPU lacks it). avx512bw is
+  // AVX-512 without VNNI: int8 then sums with vpmaddwd + add, as on CPUs before Cascade Lake
+  // or Zen 4; the float kernels are avx512's. Every kernel gives bitwise the same y.
+  enum class Kernel { automatic, avx512, avx512bw, avx2, generic };
   static void force_kernel(Kernel kernel);
-  static bool allows(Kernel kernel);  // not excluded by force_kernel (the CPU may still lack it)
+  // The kernel forward runs now for a format: "avx512-vnni", "avx512bw", "avx512", "avx2" or
+  // "generic" (int8 on an AVX-512 CPU: one of the first two; f32 and bf16: "avx512").
+  static const char* kernel_name(WeightFormat format);
 
   PackedLinear() = default;
   // `weight` [K, N] (HF Conv1D layout) or, with `transposed`, [N, K] (e.g. wte for the LM head);
