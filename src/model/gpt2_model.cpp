@@ -101,10 +101,13 @@ std::shared_ptr<GPT2Model> GPT2Model::load(const std::filesystem::path& dir,
     log::debug("writing the packed-weights cache " + cache_path.string());
     std::vector<PackedLinear> layers;
     for (const auto* l : model->packed_layers()) layers.push_back(*l);
-    PackedCache::write_in_background(cache_path, std::move(key), std::move(layers),
-                                     [cache_path](bool written, const std::string& why) {
+    PackedCache::write_in_background(cache_path, key, std::move(layers),
+                                     [cache_path, key](bool written, const std::string& why) {
                                        if (written) {
                                          log::info("packed weights cached in " + cache_path.string());
+                                         for (const auto& old : PackedCache::remove_stale(cache_path, key)) {
+                                           log::info("removed the stale packed-weights file " + old.string());
+                                         }
                                        } else {
                                          log::warn("packed-weights cache not written (" + why +
                                                    "); the model loaded without it");

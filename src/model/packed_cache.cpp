@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -373,6 +375,36 @@ bool PackedCache::write(const std::filesystem::path& path, const PackedCacheKey&
   file.fd = -1;
   if (::rename(tmp.c_str(), path.c_str()) != 0) return abandon("cannot rename to " + path.string() + ": " + errno_text(errno));
   return true;
+}
+
+std::vector<std::filesystem::path> PackedCache::remove_stale(const std::filesystem::path& written,
+                                                             const PackedCacheKey& key) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> removed;
+  const std::string ours = file_name(key), prefix = key.fingerprint + "-" + to_string(key.format) + "-v";
+  const auto hour_ago = fs::file_time_type::clock::now() - std::chrono::hours(1);
+  // "<name>.packed.tmp.<pid>.<n>": a write of process <pid>, gone when kill(pid, 0) says so
+  const auto dead_write = [&](const std::string& name, const fs::path& p) {
+    const auto at = name.find(".packed.tmp.");
+    if (at == std::string::npos) return false;
+    const long pid = std::strtol(name.c_str() + at + 12, nullptr, 10);
+    std::error_code ec;
+    const auto when = fs::last_write_time(p, ec);
+    return pid > 0 && !ec && when < hour_ago && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+  };
+  try {
+    std::error_code ec;
+    for (fs::directory_iterator it(written.parent_path(), ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      const bool other_layout = name != ours && name.rfind(prefix, 0) == 0 && name.size() > 7 &&
+                                name.compare(name.size() - 7, 7, ".packed") == 0;
+      std::error_code kind;
+      if (!it->is_regular_file(kind) || kind || !(other_layout || dead_write(name, it->path()))) continue;
+      if (fs::remove(it->path(), kind)) removed.push_back(it->path());
+    }
+  } catch (...) {  // a cleanup that fails leaves files, nothing else
+  }
+  return removed;
 }
 
 }  // namespace writeup::model

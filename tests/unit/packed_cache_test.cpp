@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include <stdexcept>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "test_support.hpp"
 #include "writeup/model/gpt2_model.hpp"
@@ -148,6 +150,49 @@ TEST(PackedCache, DamagedForeignOrStaleFilesAreIgnoredAndRewritten) {
     EXPECT_EQ(t::read_file(file), good);  // rewritten
     EXPECT_TRUE(load(model.dir(), "int8", "auto")->packed_from_cache());
   }
+}
+
+// A write removes its own weights' and format's files of other layouts and the temporary files
+// of writes whose process is gone (older than an hour); nothing else.
+TEST(PackedCache, AWriteRemovesItsStaleLayoutsAndDeadWritesOnly) {
+  const ModelCopy model;
+  load(model.dir(), "f32", "auto");
+  const auto file = only_file(model.cache_dir());
+  const std::string name = file.filename().string();
+  const auto v = name.find("-f32-v");
+  ASSERT_NE(v, std::string::npos) << name;
+  const std::string fingerprint = name.substr(0, v), prefix = name.substr(0, v + 6);
+  const auto at = [&](const std::string& n) { return model.cache_dir() / n; };
+  const auto aged = [&](const std::string& n) {
+    t::write_file(at(n), "x");
+    fs::last_write_time(at(n), fs::file_time_type::clock::now() - std::chrono::hours(2));
+  };
+  const std::string gone = ".tmp.2147480000.0";  // no such process (beyond pid_max)
+  const std::vector<std::string> removed = {prefix + "1-t16-g64.packed", prefix + "7-t32-g128.packed", name + gone};
+  for (const auto& n : {removed[0], removed[1]}) t::write_file(at(n), "old");
+  aged(name + gone);
+  const std::vector<std::string> kept = {
+      fingerprint + "-bf16-v1-t16-g64.packed",                         // another format
+      "0123456789abcdef-f32-v1-t16-g64.packed",                       // another model
+      name + ".tmp." + std::to_string(::getpid()) + ".9",             // a live process's write
+      name + ".tmp.2147480001.0",                                     // gone, but under an hour old
+      "notes.txt",
+  };
+  for (const auto& n : kept) n.find(".tmp.") != std::string::npos && n.find("2147480001") == std::string::npos
+                                 ? aged(n)
+                                 : t::write_file(at(n), "keep");
+  fs::create_directory(at(prefix + "3-t16-g64.packed"));  // not a regular file
+  fs::remove(file);
+  const auto m = load(model.dir(), "f32", "auto");  // a cold load: writes, then cleans up
+  EXPECT_FALSE(m->packed_from_cache());
+  EXPECT_TRUE(fs::is_regular_file(file));
+  for (const auto& n : removed) EXPECT_FALSE(fs::exists(at(n))) << n;
+  for (const auto& n : kept) EXPECT_TRUE(fs::exists(at(n))) << n;
+  EXPECT_TRUE(fs::is_directory(at(prefix + "3-t16-g64.packed")));
+  // A warm load writes nothing and so removes nothing.
+  t::write_file(at(removed[0]), "old");
+  EXPECT_TRUE(load(model.dir(), "f32", "auto")->packed_from_cache());
+  EXPECT_TRUE(fs::exists(at(removed[0])));
 }
 
 // A file written for other weights, under the name these weights' key gives, is not trusted.

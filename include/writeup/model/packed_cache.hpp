@@ -60,6 +60,13 @@ class PackedCache {
   // Waits for every background write started so far.
   static void finish_writes();
 
+  // After `written` (file_name(key)) is in place: removes, in its folder, the files of the same
+  // weights and format with another layout (an older build's, never read again) and the
+  // temporary files of writes whose process is gone (older than an hour). Other models' and
+  // formats' files stay. Returns what it removed; never throws.
+  static std::vector<std::filesystem::path> remove_stale(const std::filesystem::path& written,
+                                                         const PackedCacheKey& key);
+
   // The checksum over the data: 64-bit words hashed in 8 independent lanes per 1 MiB chunk,
   // chunks in parallel (on the intra-op threads unless `parallel` is false; the same value either
   // way), their hashes folded in order. `bytes` a multiple of 64.
