@@ -12,17 +12,21 @@
 
 namespace writeup::model::detail {
 
-// fn(b, e) for consecutive chunks [b, e) covering [0, count); fn must not throw.
+// fn(b, e) for consecutive chunks [b, e) covering [0, count); fn must not throw. `grain`: a
+// count up to it runs on the calling thread (not worth a fork), and no chunk is larger; chunks
+// are also at most count / (8 x threads), so each thread takes several and the join waits for
+// one small chunk at most.
 template <typename F>
-void parallel_chunks(std::int64_t count, std::int64_t chunk, const F& fn) {
+void parallel_chunks(std::int64_t count, std::int64_t grain, const F& fn) {
   if (count <= 0) return;
-  chunk = std::max<std::int64_t>(1, chunk);
-  const std::int64_t tasks = (count + chunk - 1) / chunk;
-  const std::int64_t threads = std::min<std::int64_t>(at::get_num_threads(), tasks);
-  if (threads <= 1 || at::in_parallel_region()) {
+  const std::int64_t most = at::get_num_threads();
+  if (count <= grain || most <= 1 || at::in_parallel_region()) {
     fn(0, count);
     return;
   }
+  const std::int64_t chunk = std::max<std::int64_t>(1, std::min(grain, count / (8 * most)));
+  const std::int64_t tasks = (count + chunk - 1) / chunk;
+  const std::int64_t threads = std::min(most, tasks);
   std::atomic<std::int64_t> next{0};
   at::parallel_for(0, threads, 1, [&](std::int64_t, std::int64_t) {
     for (std::int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < tasks;
