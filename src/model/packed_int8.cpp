@@ -126,8 +126,10 @@ inline void scale_group(const std::int32_t* acc, const float* ws, float xs, floa
 }
 
 // One tile (16 columns), rows [0, rows): the reference every other kernel reproduces.
+// ws: the tile's scales of group 0; group g's at ws + g * step.
 void tile_generic(const Activations& a, std::int64_t row0, std::int64_t rows, std::int64_t groups, const std::int8_t* w,
-                  const float* ws, const float* bias, float* y, std::int64_t ldy, std::int64_t cols) {
+                  const float* ws, std::int64_t step, const float* bias, float* y, std::int64_t ldy,
+                  std::int64_t cols) {
   const std::int64_t Kp = groups * G;
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int16_t* xq = a.q.data() + (row0 + r) * Kp;
@@ -139,7 +141,7 @@ void tile_generic(const Activations& a, std::int64_t row0, std::int64_t rows, st
         const std::int32_t x0 = xq[g * G + 2 * p], x1 = xq[g * G + 2 * p + 1];
         for (std::int64_t j = 0; j < T; ++j) acc[j] += x0 * wg[(p * T + j) * 2] + x1 * wg[(p * T + j) * 2 + 1];
       }
-      scale_group(acc, ws + g * T, a.s[static_cast<std::size_t>((row0 + r) * groups + g)], o);
+      scale_group(acc, ws + g * step, a.s[static_cast<std::size_t>((row0 + r) * groups + g)], o);
     }
     for (std::int64_t j = 0; j < cols; ++j) y[r * ldy + j] = o[j] + bias[j];
   }
@@ -150,8 +152,8 @@ void tile_generic(const Activations& a, std::int64_t row0, std::int64_t rows, st
 // columns x (k, k+1) int16 after sign extension; vpmaddwd sums each column's pair into int32.
 template <int ROWS>
 __attribute__((target("avx2,fma"))) void tile_avx2(const Activations& a, std::int64_t row0, std::int64_t groups,
-                                                    const std::int8_t* w, const float* ws, const float* bias, float* y,
-                                                    std::int64_t ldy, std::int64_t cols) {
+                                                    const std::int8_t* w, const float* ws, std::int64_t step,
+                                                    const float* bias, float* y, std::int64_t ldy, std::int64_t cols) {
   const std::int64_t Kp = groups * G;
   alignas(32) float o[ROWS][T] = {};
   for (std::int64_t g = 0; g < groups; ++g) {
@@ -170,7 +172,7 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const Activations& a, std::in
         acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(xv, w1));
       }
     }
-    const __m256 s0 = _mm256_loadu_ps(ws + g * T), s1 = _mm256_loadu_ps(ws + g * T + 8);
+    const __m256 s0 = _mm256_loadu_ps(ws + g * step), s1 = _mm256_loadu_ps(ws + g * step + 8);
     for (int r = 0; r < ROWS; ++r) {
       const __m256 xs = _mm256_set1_ps(a.s[static_cast<std::size_t>((row0 + r) * groups + g)]);
       _mm256_store_ps(o[r], _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][0]), _mm256_mul_ps(s0, xs), _mm256_load_ps(o[r])));
@@ -223,7 +225,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_avx512(const A
     for (int r = 0; r < ROWS; ++r) {
       const __m512 xs = _mm512_set1_ps(a.s[static_cast<std::size_t>((row0 + r) * groups + g)]);
       for (int t = 0; t < GT; ++t) {
-        const __m512 s = _mm512_mul_ps(_mm512_loadu_ps(ws + (t * groups + g) * T), xs);
+        const __m512 s = _mm512_mul_ps(_mm512_loadu_ps(ws + (g * GT + t) * T), xs);  // the block's scales
         _mm512_store_ps(o[r][t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][t]), s, _mm512_load_ps(o[r][t])));
       }
     }
@@ -239,6 +241,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_avx512(const A
 using Avx512Fn = void (*)(const Activations&, std::int64_t, std::int64_t, std::int64_t, const std::int8_t*,
                           const float*, const float*, float*, std::int64_t, std::int64_t);
 constexpr std::int64_t kRows512 = 6, kTiles512 = 3;
+static_assert(kTiles512 == PackedLinear::kInt8ScaleTiles, "a group of tiles reads one block of scales");
 template <int GT, bool V>
 constexpr Avx512Fn kRow512[kRows512 + 1] = {nullptr,
                                             tiles_avx512<1, GT, V>,
@@ -251,7 +254,7 @@ template <bool V>
 constexpr const Avx512Fn* kTable512[kTiles512 + 1] = {nullptr, kRow512<1, V>, kRow512<2, V>, kRow512<3, V>};
 
 using Avx2Fn = void (*)(const Activations&, std::int64_t, std::int64_t, const std::int8_t*, const float*,
-                        const float*, float*, std::int64_t, std::int64_t);
+                        std::int64_t, const float*, float*, std::int64_t, std::int64_t);
 constexpr std::int64_t kRows2 = 6;
 constexpr Avx2Fn kTable2[kRows2 + 1] = {nullptr,      tile_avx2<1>, tile_avx2<2>, tile_avx2<3>,
                                         tile_avx2<4>, tile_avx2<5>, tile_avx2<6>};
@@ -290,7 +293,8 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
         for (std::int64_t m = 0; m < M; m += per) {
           const std::int64_t rows = std::min(per, M - m);
           const Avx512Fn fn = vnni ? kTable512<true>[n][rows] : kTable512<false>[n][rows];
-          fn(a, m, groups, Kp, w + t * Kp * T, ws + t * groups * T, b + t * T, y + m * N + t * T, N, cols);
+          fn(a, m, groups, Kp, w + t * Kp * T, ws + int8_scale_row(t, 0, tiles, groups), b + t * T, y + m * N + t * T, N,
+             cols);
           finish_block(v, y, m, rows, t * T, (n - 1) * T + cols);
         }
       }
@@ -305,14 +309,15 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
       for (std::int64_t m = 0; m < M; m += per) {
         const std::int64_t rows = std::min(per, M - m);
         const std::int8_t* wt = w + t * Kp * T;
-        const float* st = ws + t * groups * T;
+        const float* st = ws + int8_scale_row(t, 0, tiles, groups);
+        const std::int64_t step = int8_scale_step(t, tiles);
 #if defined(__x86_64__)
         if (use_avx2()) {
-          kTable2[rows](a, m, groups, wt, st, b + t * T, y + m * N + t * T, N, cols);
+          kTable2[rows](a, m, groups, wt, st, step, b + t * T, y + m * N + t * T, N, cols);
         } else
 #endif
         {
-          tile_generic(a, m, rows, groups, wt, st, b + t * T, y + m * N + t * T, N, cols);
+          tile_generic(a, m, rows, groups, wt, st, step, b + t * T, y + m * N + t * T, N, cols);
         }
         finish_block(v, y, m, rows, t * T, cols);
       }

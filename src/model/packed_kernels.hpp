@@ -16,7 +16,7 @@ struct PackedView {
   // [tiles][K][16] of float | bf16 bits; int8: [tiles][groups * 64 / 2][16][2] (k pairs, zero
   // past K)
   const void* weights = nullptr;
-  const float* scales = nullptr;  // int8: [tiles][groups][16]
+  const float* scales = nullptr;  // int8: [tiles / 3][groups][3][16] (int8_scale_row)
   const float* bias = nullptr;    // [tiles * 16]
   PackedLinear::Epilogue epilogue = PackedLinear::Epilogue::none;
   const float* residual = nullptr;  // [M, N] with Epilogue::residual
@@ -31,6 +31,20 @@ void finish_block(const PackedView& v, float* y, std::int64_t row0, std::int64_t
 void packed_forward(const PackedView& v, const float* x, std::int64_t M, float* y);
 // The int8 format's kernels (packed_int8.cpp): 8-bit weights x 16-bit activations in int32.
 void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, float* y);
+
+// int8's scales (PackedLinear::kInt8ScaleTiles tiles a block, [blocks][groups][n][16], n = 3
+// but in a last, smaller block): where tile t's 16 scales of group g start, and the step from
+// one group to the next.
+inline std::int64_t int8_scale_row(std::int64_t t, std::int64_t g, std::int64_t tiles, std::int64_t groups) {
+  constexpr std::int64_t S = PackedLinear::kInt8ScaleTiles;
+  const std::int64_t first = t / S * S, n = tiles - first < S ? tiles - first : S;
+  return (first * groups + g * n + (t - first)) * PackedLinear::kTile;
+}
+inline std::int64_t int8_scale_step(std::int64_t t, std::int64_t tiles) {
+  constexpr std::int64_t S = PackedLinear::kInt8ScaleTiles;
+  const std::int64_t first = t / S * S;
+  return (tiles - first < S ? tiles - first : S) * PackedLinear::kTile;
+}
 
 // float32 of a bfloat16's bits: exact.
 inline float bf16_to_float(std::uint16_t bits) {

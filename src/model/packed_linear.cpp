@@ -125,7 +125,7 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias, boo
     }
     if (format == WeightFormat::f32) return;
     encode(format, block, k1 - k0, dst + static_cast<std::size_t>((t * rows + k0) * T) * esize,
-           sdst ? sdst + (t * groups + k0 / G) * T : nullptr);
+           sdst ? sdst + detail::int8_scale_row(t, k0 / G, tiles_, groups) : nullptr);
   };
   if (transposed) {  // a tile is 16 source rows: threads split the tiles
     at::parallel_for(0, tiles_, 1, [&](std::int64_t t0, std::int64_t t1) {
@@ -194,7 +194,7 @@ at::Tensor PackedLinear::dequantized() const {
           break;
         case WeightFormat::int8:
           v = static_cast<float>(packed_.data_ptr<std::int8_t>()[pair]) *
-              scales_.data_ptr<float>()[((n / T) * groups + k / G) * T + n % T];
+              scales_.data_ptr<float>()[detail::int8_scale_row(n / T, k / G, tiles_, groups) + n % T];
           break;
       }
       o[k * n_ + n] = v;

@@ -168,7 +168,11 @@ TEST(PackedCache, AWriteRemovesItsStaleLayoutsAndDeadWritesOnly) {
     fs::last_write_time(at(n), fs::file_time_type::clock::now() - std::chrono::hours(2));
   };
   const std::string gone = ".tmp.2147480000.0";  // no such process (beyond pid_max)
-  const std::vector<std::string> removed = {prefix + "1-t16-g64.packed", prefix + "7-t32-g128.packed", name + gone};
+  const auto version = [](std::uint32_t v) { return std::to_string(v); };  // other layouts than ours
+  const std::string folder = prefix + version(PackedCache::kLayoutVersion + 101) + "-t16-g64.packed";
+  const std::vector<std::string> removed = {prefix + version(PackedCache::kLayoutVersion - 1) + "-t16-g64.packed",
+                                            prefix + version(PackedCache::kLayoutVersion + 100) + "-t32-g128.packed",
+                                            name + gone};
   for (const auto& n : {removed[0], removed[1]}) t::write_file(at(n), "old");
   aged(name + gone);
   const std::vector<std::string> kept = {
@@ -181,14 +185,14 @@ TEST(PackedCache, AWriteRemovesItsStaleLayoutsAndDeadWritesOnly) {
   for (const auto& n : kept) n.find(".tmp.") != std::string::npos && n.find("2147480001") == std::string::npos
                                  ? aged(n)
                                  : t::write_file(at(n), "keep");
-  fs::create_directory(at(prefix + "3-t16-g64.packed"));  // not a regular file
+  fs::create_directory(at(folder));  // not a regular file
   fs::remove(file);
   const auto m = load(model.dir(), "f32", "auto");  // a cold load: writes, then cleans up
   EXPECT_FALSE(m->packed_from_cache());
   EXPECT_TRUE(fs::is_regular_file(file));
   for (const auto& n : removed) EXPECT_FALSE(fs::exists(at(n))) << n;
   for (const auto& n : kept) EXPECT_TRUE(fs::exists(at(n))) << n;
-  EXPECT_TRUE(fs::is_directory(at(prefix + "3-t16-g64.packed")));
+  EXPECT_TRUE(fs::is_directory(at(folder)));
   // A warm load writes nothing and so removes nothing.
   t::write_file(at(removed[0]), "old");
   EXPECT_TRUE(load(model.dir(), "f32", "auto")->packed_from_cache());

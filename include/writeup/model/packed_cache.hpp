@@ -31,7 +31,8 @@ struct PackedCacheKey {
 class PackedCache {
  public:
   // Bump whenever PackedLinear's storage or this file's layout changes.
-  static constexpr std::uint32_t kLayoutVersion = 2;  // 2: int8 as k pairs in whole groups
+  // 2: int8 as k pairs in whole groups; 3: int8 scales in blocks of kInt8ScaleTiles tiles
+  static constexpr std::uint32_t kLayoutVersion = 3;
 
   // The folder a setting names: "auto" = `.writeup-cache/` in `model_dir` when that is writable,
   // else $XDG_CACHE_HOME/writeup or ~/.cache/writeup; "" or "off" = none (an empty path);
