@@ -102,7 +102,9 @@ void quantize_rows(const float* x, std::int64_t M, std::int64_t K, std::int64_t 
   const std::int64_t Kp = groups * G;
   a.q.resize(static_cast<std::size_t>(M * Kp));
   a.s.resize(static_cast<std::size_t>(M * groups));
+#if defined(__x86_64__)
   const bool wide = use_avx512();
+#endif
   for (std::int64_t r = 0; r < M; ++r) {
     for (std::int64_t g = 0; g < groups; ++g) {
       const float* xg = x + r * K + g * G;
@@ -112,7 +114,7 @@ void quantize_rows(const float* x, std::int64_t M, std::int64_t K, std::int64_t 
 #if defined(__x86_64__)
       const bool ok = wide ? quantize_group_avx512(xg, n, q, scale) : quantize_group(xg, n, q, scale);
 #else
-      const bool ok = (static_cast<void>(wide), quantize_group(xg, n, q, scale));
+      const bool ok = quantize_group(xg, n, q, scale);
 #endif
       // a NaN or infinity reaches the output as NaN, as float32 arithmetic would
       if (!ok) scale = std::numeric_limits<float>::quiet_NaN();
