@@ -8,10 +8,12 @@
 //   writeup-bench engine --model DIR [--concurrency 1,4,8,16] [--tokens N] [--runs N] [--device D] [--dtype T]
 //                        [--prompt-tokens N] [--prompt-logprobs K]   (K >= 0: echo logprobs, K alternatives)
 //   writeup-bench step --model DIR [--n 8] [--tokens N] [--threads N]   (decode-step breakdown)
+//   writeup-bench pair --model DIR [--weights int8] [--against f32] [--tokens N] [--runs N] [--threads N]
+//                      [--prompt TEXT] [--temperature T] [--top-k K] [--top-p P]   (two formats' steps interleaved)
 //   writeup-bench sample [--tokens N] [--runs N] [--setting S] [--shape flat|peaked]   (us per sampled token)
 //   writeup-bench fidelity --model DIR [--positions 2048] [--seq 256] [--seed S]   (bf16/int8 logits vs f32)
 //   writeup-bench prefill --model DIR [--chars 500] [--runs N] [--threads N]   (prompt tokens/s, time to first token)
-//   (decode, engine, step, load, prefill: --weights f32|bf16|int8, the packed kernels' weight format;
+//   (decode, engine, step, pair, load, prefill: --weights f32|bf16|int8, the packed kernels' weight format;
 //    --packed-cache auto|DIR|off, the packed-weights cache folder, default auto)
 //   writeup-bench wire --url ws://HOST:PORT [--sessions N] [--requests N] [--batch-size 7] [--length 40]
 #include <ATen/ATen.h>
@@ -46,6 +48,7 @@ int bench_sample(int argc, char** argv);       // bench_sample.cpp
 int bench_fidelity(const CliArgs& args);       // bench_fidelity.cpp
 int bench_prefill(const CliArgs& args, const model::LoadOptions& load);  // bench_prefill.cpp
 int bench_step(const CliArgs& args, model::LoadOptions load);            // bench_step.cpp
+int bench_pair(const CliArgs& args, model::LoadOptions load);            // bench_pair.cpp
 }  // namespace writeup::tools
 
 namespace {
@@ -337,7 +340,7 @@ int bench_engine(const writeup::tools::CliArgs& args) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine|step|fidelity|sample|wire [options]\n";
+    std::cerr << "usage: writeup-bench tokenizer|load|decode|engine|step|pair|fidelity|sample|wire [options]\n";
     return 2;
   }
   const std::string mode = argv[1];
@@ -346,7 +349,7 @@ int main(int argc, char** argv) {
     writeup::tools::CliArgs args(argc - 1, argv + 1, {"model", "mb", "runs", "tokens", "threads", "n", "concurrency", "url", "sessions", "prompt-tokens",
                                                            "requests", "batch-size", "length", "model-name", "device", "dtype", "kernel", "long-word-kb", "prompt-logprobs",
                                                            "weights", "packed-cache", "positions", "seq", "seed", "chars", "prompt", "temperature",
-                                                           "top-k", "top-p"},
+                                                           "top-k", "top-p", "against"},
                                  {"ignore-eos"});
     // --kernel avx512|avx512bw|avx2|generic: the kernels an older CPU would run (for before/after ratios)
     const std::string kernel = args.get("kernel", "auto");
@@ -364,10 +367,11 @@ int main(int argc, char** argv) {
     if (mode == "decode") return bench_decode(args);
     if (mode == "engine") return bench_engine(args);
     if (mode == "step") return writeup::tools::bench_step(args, load_options(args));
+    if (mode == "pair") return writeup::tools::bench_pair(args, load_options(args));
     if (mode == "fidelity") return writeup::tools::bench_fidelity(args);
     if (mode == "prefill") return writeup::tools::bench_prefill(args, load_options(args));
     if (mode == "wire") return writeup::tools::bench_wire(args);
-    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode, engine, step, fidelity, sample or wire)\n";
+    std::cerr << "writeup-bench: unknown mode '" << mode << "' (tokenizer, load, decode, engine, step, pair, fidelity, sample or wire)\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "writeup-bench: " << e.what() << "\n";

@@ -129,7 +129,7 @@ def test_real_paired_run_on_a_tiny_model(tmp_path):
     r = run(8, 2, 4)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [line for line in r.stdout.splitlines() if line.startswith("| tiny64")]
-    assert len(rows) == 5, r.stdout
+    assert len(rows) == 6, r.stdout  # 4 small rows, medium in two processes and interleaved in one
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert "ms (" in cells[1] and "ms (" in cells[2] and cells[3].endswith("x"), row
@@ -137,6 +137,7 @@ def test_real_paired_run_on_a_tiny_model(tmp_path):
         assert cells[6] in ("yes", "no", "—"), row
     assert "(7 tokens on each side)" in r.stdout
     assert "gpt-2-batched" in r.stdout and "-np 4" in r.stdout
+    assert "writeup-bench pair" in r.stdout and "--against f32" in r.stdout
     converted = sorted(p.name for p in (tmp_path / "work" / "tiny64").iterdir())
     assert converted == ["ggml-f16.bin", "ggml-f32.bin", "ggml-q8_0.bin", "source.json"]
     # a second run reuses the converted files
