@@ -128,20 +128,21 @@ inline void scale_group(const std::int32_t* acc, const float* ws, float xs, floa
 }
 
 // One tile (16 columns), rows [0, rows): the reference every other kernel reproduces.
-// ws: the tile's scales of group 0; group g's at ws + g * step.
+// w: the tile's k pair 0 ([16][2] bytes); pair p's at w + p * wstep. ws: the tile's scales of
+// group 0; group g's at ws + g * step (int8_block_row / int8_block_step).
 void tile_generic(const Activations& a, std::int64_t row0, std::int64_t rows, std::int64_t groups, const std::int8_t* w,
-                  const float* ws, std::int64_t step, const float* bias, float* y, std::int64_t ldy,
-                  std::int64_t cols) {
+                  std::int64_t wstep, const float* ws, std::int64_t step, const float* bias, float* y,
+                  std::int64_t ldy, std::int64_t cols) {
   const std::int64_t Kp = groups * G;
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int16_t* xq = a.q.data() + (row0 + r) * Kp;
     float o[T] = {};
     for (std::int64_t g = 0; g < groups; ++g) {
       std::int32_t acc[T] = {};
-      const std::int8_t* wg = w + g * G * T;  // [P][16][2]
       for (std::int64_t p = 0; p < P; ++p) {
+        const std::int8_t* wp = w + (g * P + p) * wstep;  // [16][2]
         const std::int32_t x0 = xq[g * G + 2 * p], x1 = xq[g * G + 2 * p + 1];
-        for (std::int64_t j = 0; j < T; ++j) acc[j] += x0 * wg[(p * T + j) * 2] + x1 * wg[(p * T + j) * 2 + 1];
+        for (std::int64_t j = 0; j < T; ++j) acc[j] += x0 * wp[j * 2] + x1 * wp[j * 2 + 1];
       }
       scale_group(acc, ws + g * step, a.s[static_cast<std::size_t>((row0 + r) * groups + g)], o);
     }
@@ -154,17 +155,18 @@ void tile_generic(const Activations& a, std::int64_t row0, std::int64_t rows, st
 // columns x (k, k+1) int16 after sign extension; vpmaddwd sums each column's pair into int32.
 template <int ROWS>
 __attribute__((target("avx2,fma"))) void tile_avx2(const Activations& a, std::int64_t row0, std::int64_t groups,
-                                                    const std::int8_t* w, const float* ws, std::int64_t step,
-                                                    const float* bias, float* y, std::int64_t ldy, std::int64_t cols) {
+                                                    const std::int8_t* w, std::int64_t wstep, const float* ws,
+                                                    std::int64_t step, const float* bias, float* y, std::int64_t ldy,
+                                                    std::int64_t cols) {
   const std::int64_t Kp = groups * G;
   alignas(32) float o[ROWS][T] = {};
   for (std::int64_t g = 0; g < groups; ++g) {
     __m256i acc[ROWS][2];
     for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    const std::int8_t* wg = w + g * G * T;
     for (std::int64_t p = 0; p < P; ++p) {
-      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + p * 2 * T)));
-      const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + p * 2 * T + 16)));
+      const std::int8_t* wp = w + (g * P + p) * wstep;
+      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wp)));
+      const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wp + 16)));
 #pragma GCC unroll 6
       for (int r = 0; r < ROWS; ++r) {
         std::int32_t pair;
@@ -187,9 +189,10 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const Activations& a, std::in
   }
 }
 
-// AVX-512 (BW; VNNI's vpdpwssd where the CPU has it): ROWS rows x GT consecutive tiles, so a
+// AVX-512 (BW; VNNI's vpdpwssd where the CPU has it): ROWS rows x one block's GT tiles, so a
 // group of weights is loaded and widened once for up to 8 rows. ROWS * GT int32 accumulators +
-// GT weights + 1 broadcast <= 28 zmm.
+// GT weights + 1 broadcast <= 28 zmm. w: the block's weights (its tiles interleaved by k pair,
+// one sequential stream), ws: its scales (another).
 template <int ROWS, int GT, bool VNNI>
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_avx512(const Activations& a, std::int64_t row0,
                                                                           std::int64_t groups, std::int64_t Kp,
@@ -206,7 +209,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_avx512(const A
       __m512i wv[GT];
 #pragma GCC unroll 4
       for (int t = 0; t < GT; ++t) {
-        const std::int8_t* src = w + (t * Kp + g * G) * T + p * 2 * T;
+        const std::int8_t* src = w + ((g * P + p) * GT + t) * 2 * T;  // the block's tiles interleaved
         wv[t] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
       }
 #pragma GCC unroll 8
@@ -243,7 +246,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_avx512(const A
 using Avx512Fn = void (*)(const Activations&, std::int64_t, std::int64_t, std::int64_t, const std::int8_t*,
                           const float*, const float*, float*, std::int64_t, std::int64_t);
 constexpr std::int64_t kRows512 = 6, kTiles512 = 3;
-static_assert(kTiles512 == PackedLinear::kInt8ScaleTiles, "a group of tiles reads one block of scales");
+static_assert(kTiles512 == PackedLinear::kInt8BlockTiles, "a group of tiles is one block of weights and scales");
 template <int GT, bool V>
 constexpr Avx512Fn kRow512[kRows512 + 1] = {nullptr,
                                             tiles_avx512<1, GT, V>,
@@ -255,8 +258,8 @@ constexpr Avx512Fn kRow512[kRows512 + 1] = {nullptr,
 template <bool V>
 constexpr const Avx512Fn* kTable512[kTiles512 + 1] = {nullptr, kRow512<1, V>, kRow512<2, V>, kRow512<3, V>};
 
-using Avx2Fn = void (*)(const Activations&, std::int64_t, std::int64_t, const std::int8_t*, const float*,
-                        std::int64_t, const float*, float*, std::int64_t, std::int64_t);
+using Avx2Fn = void (*)(const Activations&, std::int64_t, std::int64_t, const std::int8_t*, std::int64_t,
+                        const float*, std::int64_t, const float*, float*, std::int64_t, std::int64_t);
 constexpr std::int64_t kRows2 = 6;
 constexpr Avx2Fn kTable2[kRows2 + 1] = {nullptr,      tile_avx2<1>, tile_avx2<2>, tile_avx2<3>,
                                         tile_avx2<4>, tile_avx2<5>, tile_avx2<6>};
@@ -295,7 +298,7 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
         for (std::int64_t m = 0; m < M; m += per) {
           const std::int64_t rows = std::min(per, M - m);
           const Avx512Fn fn = vnni ? kTable512<true>[n][rows] : kTable512<false>[n][rows];
-          fn(a, m, groups, Kp, w + t * Kp * T, ws + int8_scale_row(t, 0, tiles, groups), b + t * T, y + m * N + t * T, N,
+          fn(a, m, groups, Kp, w + t * Kp * T, ws + int8_block_row(t, 0, tiles, groups), b + t * T, y + m * N + t * T, N,
              cols);
           finish_block(v, y, m, rows, t * T, (n - 1) * T + cols);
         }
@@ -310,16 +313,17 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
       const std::int64_t cols = std::min(T, N - t * T);
       for (std::int64_t m = 0; m < M; m += per) {
         const std::int64_t rows = std::min(per, M - m);
-        const std::int8_t* wt = w + t * Kp * T;
-        const float* st = ws + int8_scale_row(t, 0, tiles, groups);
-        const std::int64_t step = int8_scale_step(t, tiles);
+        const std::int8_t* wt = w + 2 * int8_block_row(t, 0, tiles, Kp / 2);
+        const std::int64_t wstep = 2 * int8_block_step(t, tiles);
+        const float* st = ws + int8_block_row(t, 0, tiles, groups);
+        const std::int64_t step = int8_block_step(t, tiles);
 #if defined(__x86_64__)
         if (use_avx2()) {
-          kTable2[rows](a, m, groups, wt, st, step, b + t * T, y + m * N + t * T, N, cols);
+          kTable2[rows](a, m, groups, wt, wstep, st, step, b + t * T, y + m * N + t * T, N, cols);
         } else
 #endif
         {
-          tile_generic(a, m, rows, groups, wt, st, step, b + t * T, y + m * N + t * T, N, cols);
+          tile_generic(a, m, rows, groups, wt, wstep, st, step, b + t * T, y + m * N + t * T, N, cols);
         }
         finish_block(v, y, m, rows, t * T, cols);
       }

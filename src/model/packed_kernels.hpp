@@ -13,10 +13,10 @@ namespace writeup::model::detail {
 struct PackedView {
   WeightFormat format = WeightFormat::f32;
   std::int64_t K = 0, N = 0, tiles = 0;
-  // [tiles][K][16] of float | bf16 bits; int8: [tiles][groups * 64 / 2][16][2] (k pairs, zero
-  // past K)
+  // [tiles][K][16] of float | bf16 bits; int8: [tiles / 3][groups * 64 / 2][3][16][2] (k pairs,
+  // zero past K; int8_block_row)
   const void* weights = nullptr;
-  const float* scales = nullptr;  // int8: [tiles / 3][groups][3][16] (int8_scale_row)
+  const float* scales = nullptr;  // int8: [tiles / 3][groups][3][16] (int8_block_row)
   const float* bias = nullptr;    // [tiles * 16]
   PackedLinear::Epilogue epilogue = PackedLinear::Epilogue::none;
   const float* residual = nullptr;  // [M, N] with Epilogue::residual
@@ -32,16 +32,17 @@ void packed_forward(const PackedView& v, const float* x, std::int64_t M, float* 
 // The int8 format's kernels (packed_int8.cpp): 8-bit weights x 16-bit activations in int32.
 void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, float* y);
 
-// int8's scales (PackedLinear::kInt8ScaleTiles tiles a block, [blocks][groups][n][16], n = 3
-// but in a last, smaller block): where tile t's 16 scales of group g start, and the step from
-// one group to the next.
-inline std::int64_t int8_scale_row(std::int64_t t, std::int64_t g, std::int64_t tiles, std::int64_t groups) {
-  constexpr std::int64_t S = PackedLinear::kInt8ScaleTiles;
+// int8's blocks (PackedLinear::kInt8BlockTiles tiles a block, the last one maybe smaller):
+// storage [blocks][rows][n][16 units] with n = the block's tiles, rows = k pairs for the weights
+// (a unit: 2 bytes) and groups for the scales (a unit: a float). Where tile t's row r starts, in
+// units, and the step from one of its rows to the next.
+inline std::int64_t int8_block_row(std::int64_t t, std::int64_t r, std::int64_t tiles, std::int64_t rows) {
+  constexpr std::int64_t S = PackedLinear::kInt8BlockTiles;
   const std::int64_t first = t / S * S, n = tiles - first < S ? tiles - first : S;
-  return (first * groups + g * n + (t - first)) * PackedLinear::kTile;
+  return (first * rows + r * n + (t - first)) * PackedLinear::kTile;
 }
-inline std::int64_t int8_scale_step(std::int64_t t, std::int64_t tiles) {
-  constexpr std::int64_t S = PackedLinear::kInt8ScaleTiles;
+inline std::int64_t int8_block_step(std::int64_t t, std::int64_t tiles) {
+  constexpr std::int64_t S = PackedLinear::kInt8BlockTiles;
   const std::int64_t first = t / S * S;
   return (tiles - first < S ? tiles - first : S) * PackedLinear::kTile;
 }

@@ -29,8 +29,10 @@ std::uint16_t to_bf16(float f) {
 
 // Writes rows [k0, k1) of one tile from `block` ([k1 - k0][16] float32, zero past N) into the
 // packed storage in `format`; for int8 [k0, k1) is one scale group, stored as kInt8Group / 2
-// k pairs [pair][16][2] (zero past K), and its 16 scales go to `scales`.
-void encode(WeightFormat format, const float* block, std::int64_t rows, void* out, float* scales) {
+// k pairs of [16][2] bytes (zero past K) `pair_step` bytes apart (its block's other tiles
+// between them), and its 16 scales go to `scales`.
+void encode(WeightFormat format, const float* block, std::int64_t rows, void* out, float* scales,
+            std::int64_t pair_step) {
   const std::int64_t n = rows * T;
   switch (format) {
     case WeightFormat::f32:
@@ -48,14 +50,14 @@ void encode(WeightFormat format, const float* block, std::int64_t rows, void* ou
       }
       for (std::int64_t j = 0; j < T; ++j) scales[j] = amax[j] / 127.0f;
       auto* o = static_cast<std::int8_t*>(out);
-      std::memset(o, 0, static_cast<std::size_t>(G * T));
+      for (std::int64_t pair = 0; pair < G / 2; ++pair) std::memset(o + pair * pair_step, 0, 2 * T);
       for (std::int64_t r = 0; r < rows; ++r) {
         for (std::int64_t j = 0; j < T; ++j) {
           const float v = scales[j] > 0.0f ? block[r * T + j] / scales[j] : 0.0f;  // |v| <= 127
           // round half to even, as nearbyint in the default rounding mode: adding and taking
           // away 1.5 * 2^23 leaves no fraction bits (exact for |v| < 2^22), and vectorises
           const float q = (v + 12582912.0f) - 12582912.0f;
-          o[(r / 2) * 2 * T + j * 2 + r % 2] = static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f));
+          o[(r / 2) * pair_step + j * 2 + r % 2] = static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f));
         }
       }
       return;
@@ -124,12 +126,18 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias, boo
       }
     }
     if (format == WeightFormat::f32) return;
-    encode(format, block, k1 - k0, dst + static_cast<std::size_t>((t * rows + k0) * T) * esize,
-           sdst ? sdst + detail::int8_scale_row(t, k0 / G, tiles_, groups) : nullptr);
+    if (format == WeightFormat::bf16) {
+      encode(format, block, k1 - k0, dst + static_cast<std::size_t>((t * rows + k0) * T) * esize, nullptr, 0);
+      return;
+    }
+    encode(format, block, k1 - k0, dst + 2 * detail::int8_block_row(t, k0 / 2, tiles_, rows / 2),
+           sdst + detail::int8_block_row(t, k0 / G, tiles_, groups), 2 * detail::int8_block_step(t, tiles_));
   };
-  if (transposed) {  // a tile is 16 source rows: threads split the tiles
-    at::parallel_for(0, tiles_, 1, [&](std::int64_t t0, std::int64_t t1) {
-      for (std::int64_t t = t0; t < t1; ++t) {
+  if (transposed) {  // a tile is 16 source rows: threads split the tiles, by whole blocks of
+                     // them (int8 interleaves a block's tiles: no line written by two threads)
+    constexpr std::int64_t S = kInt8BlockTiles;
+    at::parallel_for(0, (tiles_ + S - 1) / S, 1, [&](std::int64_t b0, std::int64_t b1) {
+      for (std::int64_t t = b0 * S; t < std::min(tiles_, b1 * S); ++t) {
         for (std::int64_t k0 = 0; k0 < K; k0 += G) pack(t, k0, std::min(K, k0 + G));
       }
     });
@@ -185,7 +193,8 @@ at::Tensor PackedLinear::dequantized() const {
   for (std::int64_t k = 0; k < k_; ++k) {
     for (std::int64_t n = 0; n < n_; ++n) {
       const std::int64_t i = ((n / T) * k_ + k) * T + n % T;  // f32, bf16
-      const std::int64_t pair = ((n / T) * groups * G + k - k % 2) * T + (n % T) * 2 + k % 2;  // int8
+      // int8: byte (n % 16, k % 2) of tile n / 16's k pair k / 2
+      const std::int64_t pair = 2 * detail::int8_block_row(n / T, k / 2, tiles_, groups * G / 2) + (n % T) * 2 + k % 2;
       float v = 0;
       switch (format_) {
         case WeightFormat::f32: v = packed_.data_ptr<float>()[i]; break;
@@ -194,7 +203,7 @@ at::Tensor PackedLinear::dequantized() const {
           break;
         case WeightFormat::int8:
           v = static_cast<float>(packed_.data_ptr<std::int8_t>()[pair]) *
-              scales_.data_ptr<float>()[detail::int8_scale_row(n / T, k / G, tiles_, groups) + n % T];
+              scales_.data_ptr<float>()[detail::int8_block_row(n / T, k / G, tiles_, groups) + n % T];
           break;
       }
       o[k * n_ + n] = v;

@@ -31,8 +31,9 @@ struct PackedCacheKey {
 class PackedCache {
  public:
   // Bump whenever PackedLinear's storage or this file's layout changes.
-  // 2: int8 as k pairs in whole groups; 3: int8 scales in blocks of kInt8ScaleTiles tiles
-  static constexpr std::uint32_t kLayoutVersion = 3;
+  // 2: int8 as k pairs in whole groups; 3: int8 scales in blocks of kInt8BlockTiles tiles;
+  // 4: int8 weights in those blocks too, the block's tiles interleaved by k pair
+  static constexpr std::uint32_t kLayoutVersion = 4;
 
   // The folder a setting names: "auto" = `.writeup-cache/` in `model_dir` when that is writable,
   // else $XDG_CACHE_HOME/writeup or ~/.cache/writeup; "" or "off" = none (an empty path);

@@ -31,10 +31,12 @@ class PackedLinear {
  public:
   static constexpr std::int64_t kTile = 16;
   static constexpr std::int64_t kInt8Group = 64;  // k values per int8 scale
-  // int8 scales are stored by blocks of this many tiles, [blocks][groups][tiles in the block][16],
-  // so a kernel working on a block's tiles (the AVX-512 one takes 3) reads their scales as one
-  // sequential stream rather than one thin stream per tile.
-  static constexpr std::int64_t kInt8ScaleTiles = 3;
+  // int8 weights and scales are stored by blocks of this many tiles, the block's tiles
+  // interleaved row by row ([blocks][k pairs][tiles in the block][16][2] and
+  // [blocks][groups][tiles in the block][16]), so a kernel working on a block's tiles (the
+  // AVX-512 one takes 3) reads its weights as one sequential stream and its scales as another,
+  // rather than one stream per tile: one core then streams ~1.3x faster (BENCHMARKS.md).
+  static constexpr std::int64_t kInt8BlockTiles = 3;
   // Which kernel runs: the widest the CPU has (automatic), or, for tests and before/after
   // benchmarks, a narrower one (falling back to generic when the CPU lacks it). avx512bw is
   // AVX-512 without VNNI: int8 then sums with vpmaddwd + add, as on CPUs before Cascade Lake
@@ -51,8 +53,8 @@ class PackedLinear {
   PackedLinear(const at::Tensor& weight, const at::Tensor& bias, bool transposed = false,
                WeightFormat format = WeightFormat::f32);
   // An already packed layer (the packed-weights cache file: views into its mapping, no copy):
-  // `packed` [ceil(N/16), K, 16] of the format's storage type, `scales` (int8 only)
-  // [tiles, ceil(K/kInt8Group), 16] float32 (stored in the block order of kInt8ScaleTiles),
+  // `packed` [ceil(N/16), K, 16] of the format's storage type (int8: in the block order of
+  // kInt8BlockTiles), `scales` (int8 only) [tiles, ceil(K/kInt8Group), 16] float32 (the same),
   // `bias` [tiles * 16] float32, all contiguous.
   // Throws std::invalid_argument naming what does not fit.
   static PackedLinear from_parts(WeightFormat format, std::int64_t k, std::int64_t n, at::Tensor packed,
@@ -90,11 +92,12 @@ class PackedLinear {
  private:
   WeightFormat format_ = WeightFormat::f32;
   std::int64_t k_ = 0, n_ = 0, tiles_ = 0;
-  // [tiles, K, 16] float32 | bf16 bits (int16); int8: [tiles, groups * kInt8Group / 2, 16, 2]
-  // (k pairs, zero past K); zero-padded past N
+  // [tiles, K, 16] float32 | bf16 bits (int16); int8: [blocks of kInt8BlockTiles tiles]
+  // [groups * kInt8Group / 2 k pairs][tiles in the block][16][2] (zero past K; the tensor's
+  // shape is [tiles, groups * kInt8Group, 16]); zero-padded past N
   at::Tensor packed_;
   // int8: tiles x ceil(K / kInt8Group) x 16 float32 (zeros past N), as [blocks of
-  // kInt8ScaleTiles tiles][groups][tiles in the block][16] (the tensor's shape is [tiles, groups, 16])
+  // kInt8BlockTiles tiles][groups][tiles in the block][16] (the tensor's shape is [tiles, groups, 16])
   at::Tensor scales_;
   at::Tensor bias_;    // [tiles * 16] float32 (zeros when none)
 };
