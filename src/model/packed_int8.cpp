@@ -151,41 +151,55 @@ void tile_generic(const Activations& a, std::int64_t row0, std::int64_t rows, st
 }
 
 #if defined(__x86_64__)
-// AVX2: ROWS rows of one tile; a pair row of the tile's weights is 32 bytes = two ymm of 8
-// columns x (k, k+1) int16 after sign extension; vpmaddwd sums each column's pair into int32.
-template <int ROWS>
-__attribute__((target("avx2,fma"))) void tile_avx2(const Activations& a, std::int64_t row0, std::int64_t groups,
-                                                    const std::int8_t* w, std::int64_t wstep, const float* ws,
-                                                    std::int64_t step, const float* bias, float* y, std::int64_t ldy,
-                                                    std::int64_t cols) {
+// AVX2: ROWS rows x one block's GT tiles, reading the block's weights as the one sequential
+// stream they are stored as; a tile's pair row is 32 bytes = two ymm of 8 columns x (k, k+1)
+// int16 after sign extension; vpmaddwd sums each column's pair into int32. ROWS * GT * 2
+// accumulators + 2 weights + 1 broadcast <= 16 ymm: at most 2 rows. w, ws: the block's weights
+// and scales; cols: valid columns of its last tile.
+template <int ROWS, int GT>
+__attribute__((target("avx2,fma"))) void tiles_avx2(const Activations& a, std::int64_t row0, std::int64_t groups,
+                                                     const std::int8_t* w, const float* ws, const float* bias,
+                                                     float* y, std::int64_t ldy, std::int64_t cols) {
   const std::int64_t Kp = groups * G;
-  alignas(32) float o[ROWS][T] = {};
+  alignas(32) float o[ROWS][GT][T] = {};
   for (std::int64_t g = 0; g < groups; ++g) {
-    __m256i acc[ROWS][2];
-    for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    __m256i acc[ROWS][GT][2];
+    for (int r = 0; r < ROWS; ++r) {
+      for (int t = 0; t < GT; ++t) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_si256();
+    }
     for (std::int64_t p = 0; p < P; ++p) {
-      const std::int8_t* wp = w + (g * P + p) * wstep;
-      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wp)));
-      const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wp + 16)));
-#pragma GCC unroll 6
-      for (int r = 0; r < ROWS; ++r) {
-        std::int32_t pair;
-        __builtin_memcpy(&pair, a.q.data() + (row0 + r) * Kp + g * G + 2 * p, sizeof pair);
-        const __m256i xv = _mm256_set1_epi32(pair);
-        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(xv, w0));
-        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(xv, w1));
+#pragma GCC unroll 3
+      for (int t = 0; t < GT; ++t) {
+        const std::int8_t* wp = w + ((g * P + p) * GT + t) * 2 * T;
+        const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wp)));
+        const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wp + 16)));
+#pragma GCC unroll 2
+        for (int r = 0; r < ROWS; ++r) {
+          std::int32_t pair;
+          __builtin_memcpy(&pair, a.q.data() + (row0 + r) * Kp + g * G + 2 * p, sizeof pair);
+          const __m256i xv = _mm256_set1_epi32(pair);
+          acc[r][t][0] = _mm256_add_epi32(acc[r][t][0], _mm256_madd_epi16(xv, w0));
+          acc[r][t][1] = _mm256_add_epi32(acc[r][t][1], _mm256_madd_epi16(xv, w1));
+        }
       }
     }
-    const __m256 s0 = _mm256_loadu_ps(ws + g * step), s1 = _mm256_loadu_ps(ws + g * step + 8);
     for (int r = 0; r < ROWS; ++r) {
       const __m256 xs = _mm256_set1_ps(a.s[static_cast<std::size_t>((row0 + r) * groups + g)]);
-      _mm256_store_ps(o[r], _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][0]), _mm256_mul_ps(s0, xs), _mm256_load_ps(o[r])));
-      _mm256_store_ps(o[r] + 8,
-                      _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][1]), _mm256_mul_ps(s1, xs), _mm256_load_ps(o[r] + 8)));
+      for (int t = 0; t < GT; ++t) {
+        const float* st = ws + (g * GT + t) * T;  // the block's scales
+        for (int h = 0; h < 2; ++h) {
+          const __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(st + 8 * h), xs);
+          _mm256_store_ps(o[r][t] + 8 * h,
+                          _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][t][h]), sc, _mm256_load_ps(o[r][t] + 8 * h)));
+        }
+      }
     }
   }
   for (int r = 0; r < ROWS; ++r) {
-    for (std::int64_t j = 0; j < cols; ++j) y[r * ldy + j] = o[r][j] + bias[j];
+    for (int t = 0; t < GT; ++t) {
+      const std::int64_t n = t == GT - 1 ? cols : T;
+      for (std::int64_t j = 0; j < n; ++j) y[r * ldy + t * T + j] = o[r][t][j] + bias[t * T + j];
+    }
   }
 }
 
@@ -258,11 +272,12 @@ constexpr Avx512Fn kRow512[kRows512 + 1] = {nullptr,
 template <bool V>
 constexpr const Avx512Fn* kTable512[kTiles512 + 1] = {nullptr, kRow512<1, V>, kRow512<2, V>, kRow512<3, V>};
 
-using Avx2Fn = void (*)(const Activations&, std::int64_t, std::int64_t, const std::int8_t*, std::int64_t,
-                        const float*, std::int64_t, const float*, float*, std::int64_t, std::int64_t);
-constexpr std::int64_t kRows2 = 6;
-constexpr Avx2Fn kTable2[kRows2 + 1] = {nullptr,      tile_avx2<1>, tile_avx2<2>, tile_avx2<3>,
-                                        tile_avx2<4>, tile_avx2<5>, tile_avx2<6>};
+using Avx2Fn = void (*)(const Activations&, std::int64_t, std::int64_t, const std::int8_t*, const float*,
+                        const float*, float*, std::int64_t, std::int64_t);
+constexpr std::int64_t kRows2 = 2;
+template <int GT>
+constexpr Avx2Fn kRow2[kRows2 + 1] = {nullptr, tiles_avx2<1, GT>, tiles_avx2<2, GT>};
+constexpr const Avx2Fn* kTable2[kTiles512 + 1] = {nullptr, kRow2<1>, kRow2<2>, kRow2<3>};
 
 #endif
 
@@ -307,25 +322,36 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
     return;
   }
 #endif
-  parallel_chunks(tiles, grain, [&](std::int64_t t0, std::int64_t t1) {
-    const std::int64_t per = per_block(M, 6);
-    for (std::int64_t t = t0; t < t1; ++t) {
-      const std::int64_t cols = std::min(T, N - t * T);
-      for (std::int64_t m = 0; m < M; m += per) {
-        const std::int64_t rows = std::min(per, M - m);
+  // By whole blocks of tiles (AVX2: a block's tiles at once, its one stream; generic: tile by
+  // tile, the block's lines that the first tile's pass brought in serving the others from cache).
+  constexpr std::int64_t S = PackedLinear::kInt8BlockTiles;
+  parallel_chunks((tiles + S - 1) / S, (grain + S - 1) / S, [&](std::int64_t b0, std::int64_t b1) {
+    for (std::int64_t t0 = b0 * S; t0 < std::min(tiles, b1 * S); t0 += S) {
+      const std::int64_t n = std::min(S, tiles - t0);
+#if defined(__x86_64__)
+      if (use_avx2()) {
+        const std::int64_t per = per_block(M, kRows2), cols = std::min(T, N - (t0 + n - 1) * T);
+        for (std::int64_t m = 0; m < M; m += per) {
+          const std::int64_t rows = std::min(per, M - m);
+          kTable2[n][rows](a, m, groups, w + t0 * Kp * T, ws + int8_block_row(t0, 0, tiles, groups), b + t0 * T,
+                           y + m * N + t0 * T, N, cols);
+          finish_block(v, y, m, rows, t0 * T, (n - 1) * T + cols);
+        }
+        continue;
+      }
+#endif
+      const std::int64_t per = per_block(M, 6);
+      for (std::int64_t t = t0; t < t0 + n; ++t) {
+        const std::int64_t cols = std::min(T, N - t * T);
         const std::int8_t* wt = w + 2 * int8_block_row(t, 0, tiles, Kp / 2);
         const std::int64_t wstep = 2 * int8_block_step(t, tiles);
         const float* st = ws + int8_block_row(t, 0, tiles, groups);
         const std::int64_t step = int8_block_step(t, tiles);
-#if defined(__x86_64__)
-        if (use_avx2()) {
-          kTable2[rows](a, m, groups, wt, wstep, st, step, b + t * T, y + m * N + t * T, N, cols);
-        } else
-#endif
-        {
+        for (std::int64_t m = 0; m < M; m += per) {
+          const std::int64_t rows = std::min(per, M - m);
           tile_generic(a, m, rows, groups, wt, wstep, st, step, b + t * T, y + m * N + t * T, N, cols);
+          finish_block(v, y, m, rows, t * T, cols);
         }
-        finish_block(v, y, m, rows, t * T, cols);
       }
     }
   });
