@@ -209,10 +209,10 @@ __attribute__((target("avx2,fma"))) void tiles_avx2(const Activations& a, std::i
 // one sequential stream), ws: its scales (another).
 template <int ROWS, int GT, bool VNNI>
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_avx512(const Activations& a, std::int64_t row0,
-                                                                          std::int64_t groups, std::int64_t Kp,
-                                                                          const std::int8_t* w, const float* ws,
-                                                                          const float* bias, float* y, std::int64_t ldy,
-                                                                          std::int64_t cols) {
+                                                                          std::int64_t groups, const std::int8_t* w,
+                                                                          const float* ws, const float* bias, float* y,
+                                                                          std::int64_t ldy, std::int64_t cols) {
+  const std::int64_t Kp = groups * G;
   alignas(64) float o[ROWS][GT][T] = {};
   for (std::int64_t g = 0; g < groups; ++g) {
     __m512i acc[ROWS][GT];
@@ -257,12 +257,13 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_avx512(const A
   }
 }
 
-using Avx512Fn = void (*)(const Activations&, std::int64_t, std::int64_t, std::int64_t, const std::int8_t*,
-                          const float*, const float*, float*, std::int64_t, std::int64_t);
+// A block kernel: rows [row0, row0 + ROWS) x one block's tiles (its weights, scales, bias, y).
+using BlockFn = void (*)(const Activations&, std::int64_t, std::int64_t, const std::int8_t*, const float*,
+                         const float*, float*, std::int64_t, std::int64_t);
 constexpr std::int64_t kRows512 = 6, kTiles512 = 3;
 static_assert(kTiles512 == PackedLinear::kInt8BlockTiles, "a group of tiles is one block of weights and scales");
 template <int GT, bool V>
-constexpr Avx512Fn kRow512[kRows512 + 1] = {nullptr,
+constexpr BlockFn kRow512[kRows512 + 1] = {nullptr,
                                             tiles_avx512<1, GT, V>,
                                             tiles_avx512<2, GT, V>,
                                             tiles_avx512<3, GT, V>,
@@ -270,14 +271,12 @@ constexpr Avx512Fn kRow512[kRows512 + 1] = {nullptr,
                                             tiles_avx512<5, GT, V>,
                                             tiles_avx512<6, GT, V>};
 template <bool V>
-constexpr const Avx512Fn* kTable512[kTiles512 + 1] = {nullptr, kRow512<1, V>, kRow512<2, V>, kRow512<3, V>};
+constexpr const BlockFn* kTable512[kTiles512 + 1] = {nullptr, kRow512<1, V>, kRow512<2, V>, kRow512<3, V>};
 
-using Avx2Fn = void (*)(const Activations&, std::int64_t, std::int64_t, const std::int8_t*, const float*,
-                        const float*, float*, std::int64_t, std::int64_t);
 constexpr std::int64_t kRows2 = 2;
 template <int GT>
-constexpr Avx2Fn kRow2[kRows2 + 1] = {nullptr, tiles_avx2<1, GT>, tiles_avx2<2, GT>};
-constexpr const Avx2Fn* kTable2[kTiles512 + 1] = {nullptr, kRow2<1>, kRow2<2>, kRow2<3>};
+constexpr BlockFn kRow2[kRows2 + 1] = {nullptr, tiles_avx2<1, GT>, tiles_avx2<2, GT>};
+constexpr const BlockFn* kTable2[kTiles512 + 1] = {nullptr, kRow2<1>, kRow2<2>, kRow2<3>};
 
 #endif
 
@@ -302,45 +301,36 @@ void packed_forward_int8(const PackedView& v, const float* x, std::int64_t M, fl
   const float* b = v.bias;
   // Tiles per chunk the threads take, as the float kernels' (16 tiles, 256 KB for a row of K = 1024).
   const std::int64_t grain = std::max<std::int64_t>(1, 16 * 1024 / std::max<std::int64_t>(1, Kp * M));
+  // The block kernel this CPU runs (AVX-512: rows by up to 6, AVX2: by up to 2), or none: the
+  // generic kernel, tile by tile.
+  const BlockFn* const* table = nullptr;
+  std::int64_t most_rows = 6;
 #if defined(__x86_64__)
   if (use_avx512()) {
-    const std::int64_t count = (tiles + kTiles512 - 1) / kTiles512, per = per_block(M, kRows512);
-    const bool vnni = use_avx512_vnni();
-    parallel_chunks(count, (grain + kTiles512 - 1) / kTiles512, [&](std::int64_t g0, std::int64_t g1) {
-      for (std::int64_t g = g0; g < g1; ++g) {
-        const std::int64_t t = g * kTiles512, n = std::min(kTiles512, tiles - t);
-        const std::int64_t cols = std::min(T, N - (t + n - 1) * T);  // of the group's last tile
-        for (std::int64_t m = 0; m < M; m += per) {
-          const std::int64_t rows = std::min(per, M - m);
-          const Avx512Fn fn = vnni ? kTable512<true>[n][rows] : kTable512<false>[n][rows];
-          fn(a, m, groups, Kp, w + t * Kp * T, ws + int8_block_row(t, 0, tiles, groups), b + t * T, y + m * N + t * T, N,
-             cols);
-          finish_block(v, y, m, rows, t * T, (n - 1) * T + cols);
-        }
-      }
-    });
-    return;
+    table = use_avx512_vnni() ? kTable512<true> : kTable512<false>;
+    most_rows = kRows512;
+  } else if (use_avx2()) {
+    table = kTable2;
+    most_rows = kRows2;
   }
 #endif
-  // By whole blocks of tiles (AVX2: a block's tiles at once, its one stream; generic: tile by
-  // tile, the block's lines that the first tile's pass brought in serving the others from cache).
+  const std::int64_t per = per_block(M, most_rows);
+  // By whole blocks of tiles: a block kernel reads a block's one stream; the generic one goes tile
+  // by tile, the block's lines that the first tile's pass brought in serving the others from cache.
   constexpr std::int64_t S = PackedLinear::kInt8BlockTiles;
   parallel_chunks((tiles + S - 1) / S, (grain + S - 1) / S, [&](std::int64_t b0, std::int64_t b1) {
     for (std::int64_t t0 = b0 * S; t0 < std::min(tiles, b1 * S); t0 += S) {
       const std::int64_t n = std::min(S, tiles - t0);
-#if defined(__x86_64__)
-      if (use_avx2()) {
-        const std::int64_t per = per_block(M, kRows2), cols = std::min(T, N - (t0 + n - 1) * T);
+      if (table != nullptr) {
+        const std::int64_t cols = std::min(T, N - (t0 + n - 1) * T);  // of the block's last tile
         for (std::int64_t m = 0; m < M; m += per) {
           const std::int64_t rows = std::min(per, M - m);
-          kTable2[n][rows](a, m, groups, w + t0 * Kp * T, ws + int8_block_row(t0, 0, tiles, groups), b + t0 * T,
-                           y + m * N + t0 * T, N, cols);
+          table[n][rows](a, m, groups, w + t0 * Kp * T, ws + int8_block_row(t0, 0, tiles, groups), b + t0 * T,
+                         y + m * N + t0 * T, N, cols);
           finish_block(v, y, m, rows, t0 * T, (n - 1) * T + cols);
         }
         continue;
       }
-#endif
-      const std::int64_t per = per_block(M, 6);
       for (std::int64_t t = t0; t < t0 + n; ++t) {
         const std::int64_t cols = std::min(T, N - t * T);
         const std::int8_t* wt = w + 2 * int8_block_row(t, 0, tiles, Kp / 2);
